@@ -1,0 +1,44 @@
+# Two commands do everything: `make book` and `make test`.
+# Both create the virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
+# Keep BLAS from oversubscribing the two cores when kernels run side by side.
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: env book test test-py test-nb test-book bench clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "Book: _build/html/index.html"
+
+test: test-py test-nb test-book
+
+test-py: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+test-nb: $(STAMP)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider -o filterwarnings= $(NOTEBOOKS)
+
+test-book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+bench: $(STAMP)
+	$(BIN)/python -m bncourse.bench
+
+clean:
+	rm -rf _build

@@ -1,0 +1,110 @@
+"""Input validation shared by every public entry point.
+
+Each check raises ``ValueError`` (or ``TypeError`` for a wrong type) with a
+message of the form ``"<function>: <argument> must be <expected>, got <received>"``
+so that a learner sees what went wrong without reading a NumPy traceback.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+_FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def _fail(func: str, arg: str, expected: str, received: str, exc=ValueError):
+    raise exc(f"{func}: {arg} must be {expected}, got {received}")
+
+
+def check_array(func: str, arg: str, x, *, ndim=None, min_ndim=None, max_ndim=None,
+                finite: bool = True) -> np.ndarray:
+    """Return ``x`` as a floating NumPy array after checking type, rank and finiteness.
+
+    ``x`` must already be a ``numpy.ndarray`` of dtype float32 or float64: the
+    result keeps the input's dtype, so silently converting integers or lists
+    would hide a mistake.
+    """
+    if not isinstance(x, np.ndarray):
+        _fail(func, arg, "a numpy.ndarray", f"{type(x).__name__}", TypeError)
+    if x.dtype.type not in _FLOAT_DTYPES:
+        _fail(func, arg, "an array of dtype float32 or float64", f"dtype {x.dtype}", TypeError)
+    if ndim is not None and x.ndim != ndim:
+        _fail(func, arg, f"{ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
+    if min_ndim is not None and x.ndim < min_ndim:
+        _fail(func, arg, f"at least {min_ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
+    if max_ndim is not None and x.ndim > max_ndim:
+        _fail(func, arg, f"at most {max_ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
+    if finite and not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        _fail(func, arg, "finite (no NaN or inf)", f"{bad} non-finite value(s)")
+    return x
+
+
+def check_bn_input(func: str, x, arg: str = "x") -> np.ndarray:
+    """Check a batch-norm input: 2-D to 5-D, channels on axis 1, finite floats."""
+    x = check_array(func, arg, x)
+    if not 2 <= x.ndim <= 5:
+        _fail(func, arg, "2-D to 5-D with channels on axis 1 ((N, C), (N, C, L), "
+              "(N, C, H, W) or (N, C, D, H, W))", f"shape {x.shape} ({x.ndim}-D)")
+    if x.shape[1] == 0:
+        _fail(func, arg, "at least one channel on axis 1", f"shape {x.shape}")
+    return x
+
+
+def check_training_size(func: str, x: np.ndarray, arg: str = "x") -> int:
+    """Return m = values per channel; training needs more than one (as torch)."""
+    m = x.size // x.shape[1]
+    if m <= 1:
+        _fail(func, arg, "more than 1 value per channel in training mode",
+              f"shape {x.shape} ({m} value per channel)")
+    return m
+
+
+def check_channel_vector(func: str, arg: str, v, num_channels: int, dtype=None,
+                         allow_none: bool = False):
+    """Check a per-channel vector of shape ``(C,)`` (gamma, beta, running stats)."""
+    if v is None:
+        if allow_none:
+            return None
+        _fail(func, arg, f"an array of shape ({num_channels},)", "None", TypeError)
+    v = check_array(func, arg, v)
+    if v.shape != (num_channels,):
+        _fail(func, arg, f"shape ({num_channels},) to match the {num_channels} channel(s) of x",
+              f"shape {v.shape}")
+    return v
+
+
+def check_positive(func: str, arg: str, value) -> float:
+    """Check a positive real number (eps)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(func, arg, "a positive float", f"{type(value).__name__} {value!r}", TypeError)
+    if not np.isfinite(value) or value <= 0:
+        _fail(func, arg, "a positive float", repr(value))
+    return float(value)
+
+
+def check_momentum(func: str, value, allow_none: bool = True):
+    """Check torch's momentum: a float in [0, 1], or None for a cumulative average."""
+    if value is None:
+        if allow_none:
+            return None
+        _fail(func, "momentum", "a float in [0, 1]", "None", TypeError)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(func, "momentum", "a float in [0, 1] or None", f"{type(value).__name__} {value!r}",
+              TypeError)
+    if not 0.0 <= value <= 1.0:
+        _fail(func, "momentum", "a float in [0, 1] (torch's weight of the new batch)",
+              repr(value))
+    return float(value)
+
+
+def check_num_features(func: str, value) -> int:
+    """Check a positive integer channel count."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(func, "num_features", "a positive int", f"{type(value).__name__} {value!r}",
+              TypeError)
+    if value <= 0:
+        _fail(func, "num_features", "a positive int", repr(value))
+    return int(value)

@@ -1,0 +1,201 @@
+"""Folding an evaluation-mode BatchNorm into the Linear or convolution before it.
+
+In evaluation mode a BatchNorm layer uses fixed statistics, so per output
+channel ``c`` it is an affine map::
+
+    bn(z)_c = gamma_c * (z_c - mean_c) / sqrt(var_c + eps) + beta_c
+            = s_c * z_c + (beta_c - s_c * mean_c),   s_c = gamma_c / sqrt(var_c + eps)
+
+(``mean``, ``var`` are the running statistics). The layer before it is affine
+too, ``z_c = sum_j W_cj x_j + b_c`` (for a convolution, ``W_c`` is the kernel
+of output channel ``c`` and the sum runs over its inputs and taps).
+Substituting ``z`` gives one affine layer::
+
+    bn(z)_c = sum_j (s_c * W_cj) x_j + s_c * (b_c - mean_c) + beta_c
+
+so the folded layer has ``W' = W * s`` (row or kernel ``c`` scaled by ``s_c``)
+and ``b' = (b - mean) * s + beta``. A missing bias counts as ``b = 0``,
+``affine=False`` as ``gamma = 1``, ``beta = 0``. The fold is exact in exact
+arithmetic and removes the BatchNorm's work at prediction time. It does not
+describe training mode, where the statistics come from each batch.
+
+Supported pairs: ``nn.Linear`` + BatchNorm1d (on ``(N, C)`` outputs, where
+the channel axis is the Linear's last axis), ``nn.Conv1d`` + BatchNorm1d,
+``nn.Conv2d`` + BatchNorm2d, ``nn.Conv3d`` + BatchNorm3d, with either torch's
+BatchNorm modules or those of :mod:`bncourse.torch_bn`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from bncourse import torch_bn
+from bncourse._checks import _fail
+
+__all__ = ["fold_batchnorm", "fold_sequential"]
+
+# Layer type -> the BatchNorm rank that matches its output (1, 2 or 3).
+_LAYER_RANK = ((nn.Linear, 1), (nn.Conv1d, 1), (nn.Conv2d, 2), (nn.Conv3d, 3))
+_BN_RANK = (
+    ((nn.BatchNorm1d, torch_bn.BatchNorm1d), 1),
+    ((nn.BatchNorm2d, torch_bn.BatchNorm2d), 2),
+    ((nn.BatchNorm3d, torch_bn.BatchNorm3d), 3),
+)
+
+
+def _layer_rank(layer) -> int | None:
+    for cls, rank in _LAYER_RANK:
+        if isinstance(layer, cls):
+            return rank
+    return None
+
+
+def _bn_rank(bn) -> int | None:
+    for classes, rank in _BN_RANK:
+        if isinstance(bn, classes):
+            return rank
+    return None
+
+
+def _out_channels(layer) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def _check_pair(func: str, layer, bn) -> None:
+    """Raise unless ``bn(layer(x))`` can be written as one layer of ``layer``'s type."""
+    layer_rank = _layer_rank(layer)
+    if layer_rank is None:
+        _fail(func, "layer", "an nn.Linear, nn.Conv1d, nn.Conv2d or nn.Conv3d",
+              type(layer).__name__, TypeError)
+    bn_rank = _bn_rank(bn)
+    if bn_rank is None:
+        _fail(func, "bn", "a BatchNorm1d, BatchNorm2d or BatchNorm3d (torch.nn or "
+              "bncourse.torch_bn)", type(bn).__name__, TypeError)
+    if bn_rank != layer_rank:
+        _fail(func, "bn", f"a BatchNorm{layer_rank}d to follow {type(layer).__name__}",
+              type(bn).__name__)
+    if isinstance(layer.weight, nn.parameter.UninitializedParameter):
+        _fail(func, "layer", "initialised (run a lazy module once first)",
+              f"uninitialised {type(layer).__name__}")
+    channels = _out_channels(layer)
+    if bn.num_features != channels:
+        _fail(func, "bn", f"num_features={channels} to match the output channels of layer",
+              f"num_features={bn.num_features}")
+    if bn.running_mean is None or bn.running_var is None:
+        _fail(func, "bn", "a BatchNorm with running statistics (track_running_stats=True); "
+              "without them evaluation uses batch statistics, which no fixed layer reproduces",
+              "track_running_stats=False")
+
+
+def _can_fold(layer, bn) -> bool:
+    try:
+        _check_pair("fold_batchnorm", layer, bn)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def fold_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module:
+    """A layer equal to eval-mode ``bn(layer(x))``: ``W' = W * s``, ``b' = (b - mean) * s + beta``.
+
+    ``s = gamma / sqrt(running_var + eps)`` per output channel (see the module
+    docstring for the derivation). The computation runs in float64 and the
+    result is cast back to the layer's dtype; the new layer keeps every other
+    setting of ``layer`` (stride, padding, groups, ...) and always has a bias.
+
+    Args:
+        layer: ``nn.Linear`` (weight ``(C, in)``) or ``nn.Conv1d/2d/3d`` (weight
+            ``(C, in / groups, *kernel)``), with or without bias.
+        bn: BatchNorm of the matching rank with ``num_features == C`` and
+            running statistics, from ``torch.nn`` or ``bncourse.torch_bn``;
+            ``affine=False`` is allowed.
+
+    Returns:
+        A new module of ``layer``'s type; ``layer`` and ``bn`` are not modified.
+
+    Raises:
+        TypeError: ``layer`` or ``bn`` is of an unsupported type.
+        ValueError: mismatched ranks (e.g. Conv2d with BatchNorm1d), ``C`` not
+            equal to ``bn.num_features``, ``bn`` without running statistics, or
+            an uninitialised lazy layer.
+    """
+    _check_pair("fold_batchnorm", layer, bn)
+    f64 = torch.float64
+    with torch.no_grad():
+        weight = layer.weight.to(f64)
+        b = layer.bias.to(f64) if layer.bias is not None else torch.zeros(
+            weight.shape[0], dtype=f64, device=weight.device)
+        mean = bn.running_mean.to(f64)
+        var = bn.running_var.to(f64)
+        gamma = bn.weight.to(f64) if bn.weight is not None else torch.ones_like(mean)
+        beta = bn.bias.to(f64) if bn.bias is not None else torch.zeros_like(mean)
+        # eps sits inside the root exactly as in the BatchNorm's forward.
+        s = gamma / torch.sqrt(var + bn.eps)
+        folded_weight = weight * s.reshape((-1,) + (1,) * (weight.dim() - 1))
+        folded_bias = (b - mean) * s + beta
+
+    folded = copy.deepcopy(layer)
+    requires_grad = layer.weight.requires_grad
+    folded.weight = nn.Parameter(folded_weight.to(layer.weight.dtype), requires_grad)
+    folded.bias = nn.Parameter(folded_bias.to(layer.weight.dtype), requires_grad)
+    return folded
+
+
+def _is_plain_sequential(module) -> bool:
+    """An nn.Sequential whose forward is the standard one (children in order)."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _fold_children(seq: nn.Sequential) -> nn.Sequential:
+    """Fold the pairs of an already copied Sequential (its modules are reused)."""
+    children = list(seq.named_children())
+    folded = OrderedDict()
+    i = 0
+    while i < len(children):
+        name, module = children[i]
+        if _is_plain_sequential(module):
+            folded[name] = _fold_children(module)
+            i += 1
+        elif i + 1 < len(children) and _can_fold(module, children[i + 1][1]):
+            folded[name] = fold_batchnorm(module, children[i + 1][1])
+            i += 2  # the BatchNorm is absorbed
+        else:
+            folded[name] = module
+            i += 1
+    return nn.Sequential(folded)
+
+
+def fold_sequential(model: nn.Sequential) -> nn.Sequential:
+    """Return a copy of ``model`` with every foldable (layer, BatchNorm) pair folded.
+
+    Every ``Linear``/``Conv1d``/``Conv2d``/``Conv3d`` immediately followed, in
+    the same Sequential, by a matching BatchNorm with running statistics is
+    replaced by ``fold_batchnorm(layer, bn)`` and the BatchNorm is removed.
+    Nested ``nn.Sequential`` containers are folded recursively; other modules
+    are copied unchanged, and so is a BatchNorm that cannot be folded (one
+    without running statistics, or one not directly after a matching layer).
+    Module names are kept, so the remaining entries of the state dict match.
+
+    Args:
+        model: an ``nn.Sequential`` (one that does not override ``forward``).
+
+    Returns:
+        A new ``nn.Sequential`` in eval mode whose output equals
+        ``model.eval()(x)``; ``model`` is not modified (its mode included).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Sequential``, or overrides
+            ``forward`` (the result would not compute the same function).
+    """
+    func = "fold_sequential"
+    if not isinstance(model, nn.Sequential):
+        _fail(func, "model", "an nn.Sequential", type(model).__name__, TypeError)
+    if not _is_plain_sequential(model):
+        _fail(func, "model", "an nn.Sequential that does not override forward",
+              type(model).__name__, TypeError)
+    # Copy once, so modules shared inside the model stay shared in the copy.
+    return _fold_children(copy.deepcopy(model)).eval()

@@ -7,7 +7,6 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
 # One BLAS thread: small matrices run faster, and runs are bitwise reproducible.
 export OMP_NUM_THREADS ?= 1
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: env book test test-py test-nb test-book bench clean

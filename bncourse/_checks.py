@@ -42,9 +42,13 @@ def check_array(func: str, arg: str, x, *, ndim=None, min_ndim=None, max_ndim=No
     return x
 
 
-def check_bn_input(func: str, x, arg: str = "x") -> np.ndarray:
-    """Check a batch-norm input: 2-D to 5-D, channels on axis 1, finite floats."""
-    x = check_array(func, arg, x)
+def check_bn_input(func: str, x, arg: str = "x", *, finite: bool = True) -> np.ndarray:
+    """Check a batch-norm input: 2-D to 5-D, channels on axis 1, finite floats.
+
+    ``finite=False`` skips the scan for NaN/inf, for callers that check
+    finiteness more cheaply afterwards (see ``check_finite_sums``).
+    """
+    x = check_array(func, arg, x, finite=finite)
     if not 2 <= x.ndim <= 5:
         _fail(func, arg, "2-D to 5-D with channels on axis 1 ((N, C), (N, C, L), "
               "(N, C, H, W) or (N, C, D, H, W))", f"shape {x.shape} ({x.ndim}-D)")
@@ -108,3 +112,50 @@ def check_num_features(func: str, value) -> int:
     if value <= 0:
         _fail(func, "num_features", "a positive int", repr(value))
     return int(value)
+
+
+def check_fraction(func: str, arg: str, value, *, include_one: bool = False) -> float:
+    """Check a real number in [0, 1) (or [0, 1] with ``include_one``), e.g. a decay rate."""
+    interval = "[0, 1]" if include_one else "[0, 1)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(func, arg, f"a float in {interval}", f"{type(value).__name__} {value!r}", TypeError)
+    upper_ok = value <= 1.0 if include_one else value < 1.0
+    if not (0.0 <= value and upper_ok):
+        _fail(func, arg, f"a float in {interval}", repr(value))
+    return float(value)
+
+
+def check_shape(func: str, arg: str, x: np.ndarray, shape: tuple, what: str) -> np.ndarray:
+    """Check that ``x.shape == shape``; ``what`` says where the expected shape comes from."""
+    if x.shape != tuple(shape):
+        _fail(func, arg, f"shape {tuple(shape)} ({what})", f"shape {x.shape}")
+    return x
+
+
+def check_callable(func: str, arg: str, f):
+    """Check that ``f`` can be called."""
+    if not callable(f):
+        _fail(func, arg, "callable", f"{type(f).__name__} {f!r}", TypeError)
+    return f
+
+
+def check_writeable(func: str, arg: str, x: np.ndarray) -> np.ndarray:
+    """Check that an array can be updated in place (running buffers)."""
+    if not x.flags.writeable:
+        _fail(func, arg, "a writeable array (it is updated in place)", "a read-only array")
+    return x
+
+
+def check_finite_sums(func: str, arg: str, x: np.ndarray, *sums) -> None:
+    """Check ``x`` through sums already computed from it, instead of a separate scan.
+
+    A sum over values is finite exactly when every value is finite and
+    nothing overflows. So when all ``sums`` are finite there is nothing to
+    do; otherwise ``x`` is scanned to report the non-finite values, and if it
+    has none the sums overflowed.
+    """
+    if all(np.all(np.isfinite(s)) for s in sums):
+        return
+    check_array(func, arg, x, finite=True)
+    _fail(func, arg, f"small enough that its per-channel sums fit in {x.dtype}",
+          f"values up to {float(np.max(np.abs(x)))!r} (overflow)")

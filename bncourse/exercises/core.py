@@ -1,0 +1,238 @@
+"""The declaration of an exercise and of its cases.
+
+An :class:`Exercise` says which function the learner writes, how to build its
+test cases from parameters (``make_case(**params)``), what the right answer
+is (``expected``, by default the ``bncourse`` ``reference``), how outputs are
+compared, and which common mistakes to recognise (:class:`Mistake`).
+
+A :class:`Case` is one call: its parameters (e.g. ``seed``, ``n``, ``dtype``)
+and the named arguments built from them. Cases are always built, and answers
+always computed, in the process that checks or grades; never in the
+learner's sandboxed process.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["Exercise", "Mistake", "Case", "FORBIDDEN_MODULES", "describe_value"]
+
+#: Modules a graded exercise cell may not import: the reference implementations
+#: live in ``bncourse``; torch, scikit-learn and SciPy solve most exercises in one call.
+FORBIDDEN_MODULES = ("bncourse", "torch", "sklearn", "scipy")
+
+_ID = re.compile(r"^ch\d\d-[a-z0-9]+(-[a-z0-9]+)*$")
+_NOTEBOOK = re.compile(r"^book/\d\d_[A-Za-z0-9_]+\.ipynb$")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A common wrong implementation and the hint shown when an output matches it.
+
+    ``fn`` takes the same arguments as the exercise's function and returns
+    what the mistaken code would return.
+    """
+
+    hint: str
+    fn: Callable
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of the learner's function.
+
+    Attributes
+    ----------
+    params : dict
+        The parameters ``make_case`` was called with (``seed``, shapes, ...).
+    args : dict
+        Argument name -> value, in call order (the call is positional).
+    """
+
+    params: dict
+    args: dict
+
+    def call(self, func: Callable) -> Any:
+        """Call ``func`` on deep copies of the arguments (the case stays intact)."""
+        return func(*copy.deepcopy(list(self.args.values())))
+
+    def describe(self) -> str:
+        """A short description: each argument's dtype and shape, or its value."""
+        parts = [f"{name} {describe_value(value)}" if isinstance(value, np.ndarray)
+                 else f"{name}={describe_value(value)}" for name, value in self.args.items()]
+        note = self.params.get("note")
+        return ", ".join(parts) + (f" [{note}]" if note else "")
+
+
+def describe_value(value) -> str:
+    """``float32 (8, 3)`` for an array, ``repr`` (shortened) for anything else."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(describe_value(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {describe_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(frozen=True, eq=False)
+class Exercise:
+    """One graded exercise: the learner writes ``function``; it must match ``expected``.
+
+    Parameters
+    ----------
+    id : str
+        ``"chNN-words"``, e.g. ``"ch01-standardize-train-test"``; the tag of
+        the exercise cell is ``"exercise:" + id``.
+    notebook : str
+        The chapter notebook, relative to the repository root
+        (``"book/01_normalizing_inputs.ipynb"``).
+    function : str
+        Name of the function the learner defines.
+    points : float
+        Points for a fully correct answer (all or nothing).
+    reference : callable
+        The implementation in ``bncourse`` (tested to pass every case).
+    make_case : callable
+        ``make_case(**params) -> dict`` of named arguments.
+    visible, hidden : sequence of dict
+        Parameters of the learner-check cases, and of the extra cases used
+        only when grading. A ``note`` key is shown in the case description
+        and not passed to ``make_case``.
+    expected : callable, optional
+        Computes the right answer (torch or an independent formula); default
+        ``reference``.
+    outputs : tuple of str, optional
+        Names of the items of a tuple output (``("z_train", "z_test")``), or a
+        one-name tuple for a single output, used in messages.
+    rtol, atol : float
+        Tolerances of the default comparison (see ``compare.compare_outputs``);
+        ``rtol`` may be a dict by dtype name, ``{"float32": 1e-5, "float64": 1e-10}``.
+    check_dtype : bool
+        Arrays must have the expected dtype.
+    compare : callable, optional
+        ``compare(got, want, case) -> list[str]`` of problems; replaces the
+        default comparison.
+    mistakes : sequence of Mistake
+        Common mistakes to recognise, with their hints.
+    pure : bool
+        The function must not modify its input arrays.
+    forbidden_modules : tuple of str
+        Top-level modules the graded cell may not import.
+    stub : str, optional
+        Source of the exercise cell handed to learners (see
+        ``notebook.exercise_cells``); default: generated from ``reference``'s
+        signature.
+    """
+
+    id: str
+    notebook: str
+    function: str
+    points: float
+    reference: Callable
+    make_case: Callable[..., dict]
+    visible: Sequence[dict]
+    hidden: Sequence[dict]
+    expected: Callable | None = None
+    outputs: tuple | None = None
+    rtol: float | dict = 1e-7
+    atol: float = 0.0
+    check_dtype: bool = True
+    compare: Callable | None = None
+    mistakes: Sequence[Mistake] = field(default_factory=tuple)
+    pure: bool = True
+    forbidden_modules: tuple = FORBIDDEN_MODULES
+    stub: str | None = None
+
+    def __post_init__(self):
+        def bad(arg, expected, got):
+            raise ValueError(f"Exercise: {arg} must be {expected}, got {got!r}")
+
+        if not isinstance(self.id, str) or not _ID.match(self.id):
+            bad("id", "'chNN-lowercase-words' (e.g. 'ch01-standardize')", self.id)
+        if not isinstance(self.notebook, str) or not _NOTEBOOK.match(self.notebook):
+            bad("notebook", "'book/NN_name.ipynb'", self.notebook)
+        if not isinstance(self.function, str) or not self.function.isidentifier():
+            bad("function", "a Python identifier", self.function)
+        if isinstance(self.points, bool) or not isinstance(self.points, (int, float)) \
+                or not self.points > 0:
+            bad("points", "a positive number", self.points)
+        for name in ("reference", "make_case"):
+            if not callable(getattr(self, name)):
+                bad(name, "callable", getattr(self, name))
+        for name in ("visible", "hidden"):
+            params = getattr(self, name)
+            if not params or not all(isinstance(p, dict) for p in params):
+                bad(name, "a non-empty sequence of parameter dicts", params)
+            object.__setattr__(self, name, tuple(dict(p) for p in params))
+        if not all(isinstance(m, Mistake) for m in self.mistakes):
+            bad("mistakes", "a sequence of Mistake", self.mistakes)
+        object.__setattr__(self, "mistakes", tuple(self.mistakes))
+        object.__setattr__(self, "forbidden_modules", tuple(self.forbidden_modules))
+        rtols = self.rtol.values() if isinstance(self.rtol, dict) else [self.rtol]
+        if not rtols or any(not isinstance(r, (int, float)) or r < 0 for r in rtols) \
+                or not isinstance(self.atol, (int, float)) or self.atol < 0:
+            bad("rtol/atol", "non-negative numbers (rtol may be a dict by dtype name)",
+                (self.rtol, self.atol))
+
+    @property
+    def chapter(self) -> str:
+        """``"ch01"`` for ``"ch01-standardize-train-test"``."""
+        return self.id[:4]
+
+    @property
+    def tag(self) -> str:
+        """The cell tag that marks the exercise cell."""
+        return "exercise:" + self.id
+
+    def cases(self, which: str = "visible", seed_offset: int = 0) -> list[Case]:
+        """Build the ``"visible"``, ``"hidden"`` or ``"all"`` (visible then hidden) cases.
+
+        ``seed_offset`` is added to every ``seed`` parameter of the hidden cases,
+        so an instructor can draw fresh hidden cases for a grading session.
+        """
+        if which not in ("visible", "hidden", "all"):
+            raise ValueError(f"Exercise.cases: which must be 'visible', 'hidden' or 'all', "
+                             f"got {which!r}")
+        specs = [(p, False) for p in self.visible] if which in ("visible", "all") else []
+        if which in ("hidden", "all"):
+            specs += [(p, True) for p in self.hidden]
+        cases = []
+        for params, hidden in specs:
+            params = dict(params)
+            if hidden and "seed" in params:
+                params["seed"] = params["seed"] + int(seed_offset)
+            kwargs = {k: v for k, v in params.items() if k != "note"}
+            args = self.make_case(**kwargs)
+            if not isinstance(args, dict):
+                raise TypeError(f"{self.id}: make_case must return a dict of named arguments, "
+                                f"got {type(args).__name__}")
+            cases.append(Case(params=params, args=args))
+        return cases
+
+    def expected_output(self, case: Case):
+        """The right answer for ``case``, from ``expected`` (or ``reference``)."""
+        return case.call(self.expected or self.reference)
+
+    def default_stub(self) -> str:
+        """The exercise cell's source: ``stub`` or one built from ``reference``'s signature."""
+        if self.stub is not None:
+            return self.stub
+        try:
+            params = ", ".join(inspect.signature(self.reference).parameters)
+        except (TypeError, ValueError):
+            params = "*args"
+        return (f"import numpy as np\n\n\n"
+                f"def {self.function}({params}):\n"
+                f"    # Your code here: replace the line below.\n"
+                f"    raise NotImplementedError\n")

@@ -1,0 +1,120 @@
+"""Tests for bncourse.exercises.ch02: references pass, stubs and mistakes fail with their hints."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from bncourse.exercises import check, get_exercise
+from bncourse.exercises.ch02 import EXERCISES, NOTEBOOK
+from bncourse.exercises.judge import judge_output
+
+IDS = [ex.id for ex in EXERCISES]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _axes(x):
+    return (0, *range(2, x.ndim))
+
+
+# Independent learner-style solutions, written the plain NumPy way (not bncourse's code).
+def channel_stats(x):
+    return x.mean(axis=_axes(x)), x.var(axis=_axes(x))
+
+
+def bn_forward_train(x, gamma, beta, eps):
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=_axes(x), keepdims=True)
+    var = x.var(axis=_axes(x), keepdims=True)
+    return gamma.reshape(view) * (x - mean) / np.sqrt(var + eps) + beta.reshape(view)
+
+
+def undo_params(x, eps):
+    return np.sqrt(x.var(axis=_axes(x)) + eps).astype(x.dtype), x.mean(axis=_axes(x))
+
+
+SOLUTIONS = {"ch02-channel-stats": channel_stats, "ch02-bn-forward-train": bn_forward_train,
+             "ch02-undo-params": undo_params}
+
+
+def test_three_exercises_registered_for_this_chapter():
+    assert sorted(IDS) == sorted(SOLUTIONS)
+    for ex in EXERCISES:
+        assert get_exercise(ex.id) is ex
+        assert ex.notebook == NOTEBOOK == "book/02_bn_equations.ipynb"
+        assert ex.function == SOLUTIONS[ex.id].__name__
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_reference_passes_every_case(exercise_id):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(ex.reference), ex.expected_output(case))
+        assert verdict.passed, (case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_plain_numpy_solution_passes_every_case(exercise_id):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(SOLUTIONS[exercise_id]),
+                               ex.expected_output(case))
+        assert verdict.passed, (case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_hidden_cases_cover_more_shapes_than_the_visible_ones(exercise_id):
+    ex = get_exercise(exercise_id)
+    shapes = lambda which: {c.args["x"].shape for c in ex.cases(which)}  # noqa: E731
+    assert shapes("hidden") - shapes("visible")
+    assert {len(s) for s in shapes("all")} == {2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("exercise_id,index", [
+    (ex.id, i) for ex in EXERCISES for i in range(len(ex.mistakes))])
+def test_each_mistake_fails_and_gets_its_hint(exercise_id, index):
+    ex = get_exercise(exercise_id)
+    mistake = ex.mistakes[index]
+    caught = False
+    for case in ex.cases("visible"):
+        try:
+            with np.errstate(all="ignore"):
+                got = case.call(mistake.fn)
+        except ValueError:
+            continue                # e.g. "axis 0 only" is right for (N, C) input
+        verdict = judge_output(ex, case, got, ex.expected_output(case))
+        if not verdict.passed:
+            caught = True
+            assert mistake.hint in verdict.hints, (case.describe(), verdict.hints)
+    assert caught, "the mistake passes every visible case"
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stub_is_not_attempted_and_never_raises(exercise_id, capsys):
+    ex = get_exercise(exercise_id)
+    namespace = {}
+    exec(ex.default_stub(), namespace)                       # noqa: S102 - our own stub
+    result = check(exercise_id, namespace[ex.function])
+    assert result.status == "not attempted"
+    assert "not attempted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_solution_passes_the_learner_check(exercise_id, capsys):
+    assert check(exercise_id, SOLUTIONS[exercise_id]).status == "passed"
+
+
+def test_notebook_holds_each_stub_and_its_check():
+    path = ROOT / NOTEBOOK
+    if not path.exists():
+        pytest.skip("chapter notebook not present")
+    cells = json.loads(path.read_text())["cells"]
+    for ex in EXERCISES:
+        idx = [i for i, c in enumerate(cells) if ex.tag in c.get("metadata", {}).get("tags", [])]
+        assert len(idx) == 1, ex.id
+        stub = "".join(cells[idx[0]]["source"])
+        assert stub.strip() == ex.default_stub().strip()
+        follow = "".join(cells[idx[0] + 1]["source"])
+        assert f'check("{ex.id}", {ex.function})' in follow
+        assert not cells[idx[0]].get("outputs")

@@ -1,0 +1,127 @@
+"""The browser check fails on broken pages, and passes a good one.
+
+A copy of the built book gets extra pages, each the introduction with one
+fault added: math with a TeX error, math never closed, an undefined macro, TeX that was never
+typeset, a figure whose image is missing, a broken link, a missing anchor, and
+a script that throws. A last page adds correct math that uses every macro of
+``_config.yml`` and a figure whose image exists, and must pass. Finally one
+image file of a chapter is deleted, and that chapter's page must fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from book_pages import check_page
+from book_paths import REPO_ROOT
+from book_server import BookServer
+
+
+def _macro_example(name: str, definition) -> str:
+    n_args = definition[1] if isinstance(definition, list) else 0
+    return "\\" + name + "".join("{z}" for _ in range(n_args))
+
+
+def _config_macros() -> dict:
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return config["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
+
+
+GOOD = (
+    "<p>Good math: "
+    + "".join(
+        f'<span class="math notranslate nohighlight">\\({_macro_example(name, value)}\\)</span> '
+        for name, value in _config_macros().items()
+    )
+    + '</p><div class="math notranslate nohighlight">\\[\\hat{x}_i = \\frac{x_i - \\mu_B}'
+    "{\\sqrt{\\sigma_B^2 + \\epsilon}}\\]</div>"
+    '<figure><img alt="a figure" src="../_static/images/logo_colab.png"/></figure>'
+)
+FAULTS = {
+    "tex_error": (
+        '<p><span class="math notranslate nohighlight">\\(\\frac{1}{m}\\sum_i x_i}\\)</span></p>',
+        "MathJax: merror",
+    ),
+    "unclosed_math": (
+        '<p><span class="math notranslate nohighlight">\\(\\frac{1}{\\)</span></p>',
+        "math not typeset",
+    ),
+    "undefined_macro": (
+        '<p><span class="math notranslate nohighlight">\\(\\nosuchmacro{x}\\)</span></p>',
+        "MathJax: undefined macro",
+    ),
+    "raw_tex": (
+        "<p>The mean is $\\mu_B = \\frac{1}{m}\\sum_i x_i$ here.</p>",
+        "raw TeX in the text",
+    ),
+    "missing_figure": (
+        '<figure><img alt="gone" src="../_images/no-such-figure.png"/></figure>',
+        "image not loaded",
+    ),
+    "broken_link": ('<p><a href="no-such-page.html">a page</a></p>', "broken a link"),
+    "missing_anchor": (
+        '<p><a href="intro.html#no-such-section">a section</a></p>',
+        "no such anchor",
+    ),
+    "script_error": (
+        '<script>throw new Error("deliberate failure");</script>',
+        "JavaScript: uncaught",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def faulty_book(html_dir, tmp_path_factory):
+    """A copy of the book with ``book/good.html`` and one ``book/fault_<name>.html`` per fault."""
+    copy = tmp_path_factory.mktemp("faulty") / "html"
+    shutil.copytree(html_dir, copy)
+    root = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))["root"]
+    intro = (copy / f"{root}.html").read_text(encoding="utf-8")
+    marker = "</h1>"
+    assert marker in intro, "the introduction has no title to insert after"
+
+    def add_page(name: str, snippet: str) -> str:
+        page = f"{root.rsplit('/', 1)[0]}/{name}.html"
+        (copy / page).write_text(intro.replace(marker, marker + snippet, 1), encoding="utf-8")
+        return page
+
+    pages = {"good": add_page("good", GOOD)}
+    for fault, (snippet, _) in FAULTS.items():
+        pages[fault] = add_page(f"fault_{fault}", snippet)
+    with BookServer(copy) as server:
+        yield copy, server, pages
+
+
+def test_a_good_page_passes(faulty_book, browser, launch_config):
+    copy, server, pages = faulty_book
+    report = check_page(browser, server, copy, pages["good"], REPO_ROOT, launch_config)
+    assert report.problems == []
+    assert report.n_math >= len(_config_macros()) + 1
+    assert report.n_images >= 1
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_faulty_page_fails(fault, faulty_book, browser, launch_config):
+    copy, server, pages = faulty_book
+    report = check_page(browser, server, copy, pages[fault], REPO_ROOT, launch_config)
+    expected = FAULTS[fault][1]
+    assert any(expected in problem for problem in report.problems), report.problems
+
+
+def test_a_chapter_whose_figure_file_is_deleted_fails(faulty_book, browser, launch_config):
+    copy, server, _ = faulty_book
+    images = sorted((copy / "_images").glob("*.png")) if (copy / "_images").is_dir() else []
+    pages = sorted(
+        p for p in (copy / "book").glob("*.html") if "_images/" in p.read_text(encoding="utf-8")
+    )
+    if not images or not pages:
+        pytest.skip("the built book has no figure image yet")
+    page = pages[0]
+    used = [img for img in images if f"_images/{img.name}" in page.read_text(encoding="utf-8")]
+    used[0].unlink()
+    relative = page.relative_to(copy).as_posix()
+    report = check_page(browser, server, copy, relative, REPO_ROOT, launch_config)
+    problems = report.problems
+    assert any("image not loaded" in p and used[0].name in p for p in problems), problems

@@ -112,8 +112,9 @@ ROBUSTNESS = [
     # notebook, exercise, text in the feedback; the notebook's other exercises are solved
     ("crash", STD, "crashed (signal SIGSEGV)"),
     ("crash", COND, "fails when run on its own: ZeroDivisionError"),
-    ("infinite_loop", STD, "did not finish within 4 s"),
-    ("infinite_loop", COND, "did not finish within 4 s"),
+    # The wall-clock or the CPU-time limit stops it, whichever fires first under load.
+    ("infinite_loop", STD, "(an infinite loop?)"),
+    ("infinite_loop", COND, "(an infinite loop?)"),
     ("exits", STD, "calls sys.exit()"),
     ("exits", COND, "exited with status 0 before returning results"),
     ("memory", STD, "ran out of memory (limit 1024 MiB)"),

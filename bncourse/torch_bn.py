@@ -49,6 +49,22 @@ def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _mean_var(x: torch.Tensor, correction: int, keepdim: bool):
+    """Per-channel ``mean`` and ``var = sum((x - mean)**2) / (m - correction)``, in two passes.
+
+    The same values as ``torch.var_mean`` up to rounding, but faster: on CPU
+    (torch 2.x) ``var_mean`` over the batch axis of ``(N, C)`` input was
+    measured about ten times slower than a mean followed by a sum of squares.
+    Returns ``(mean, var)``, shape ``(1, C, 1, ...)`` with ``keepdim``, else ``(C,)``.
+    """
+    dims = _reduce_dims(x)
+    mean = x.mean(dim=dims, keepdim=True)
+    xc = x - mean
+    m = x.numel() // x.shape[1]
+    var = (xc * xc).sum(dim=dims, keepdim=keepdim) / (m - correction)
+    return (mean if keepdim else mean.reshape(-1)), var
+
+
 class BatchNormFunction(torch.autograd.Function):
     """``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the closed-form backward.
 
@@ -76,20 +92,27 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, running_mean=None, running_var=None):
-        dims = _reduce_dims(x)
         batch_stats = running_mean is None and running_var is None
+        ndim = x.dim()
         if batch_stats:
-            var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+            dims = _reduce_dims(x)
+            x_hat = x - x.mean(dim=dims, keepdim=True)  # centred now, normalized in place below
+            var = (x_hat * x_hat).mean(dim=dims, keepdim=True)
         else:
-            mean = _per_channel(running_mean, x.dim())
-            var = _per_channel(running_var, x.dim())
+            x_hat = x - _per_channel(running_mean, ndim)
+            var = _per_channel(running_var, ndim)
         inv_std = torch.rsqrt(var + eps)
-        x_hat = (x - mean) * inv_std
-        y = x_hat
-        if weight is not None:
-            y = y * _per_channel(weight, x.dim())
-        if bias is not None:
-            y = y + _per_channel(bias, x.dim())
+        x_hat.mul_(inv_std)
+        # Fewer temporaries are faster (each full-size one costs an allocation):
+        # addcmul computes beta + x_hat * gamma in one pass.
+        if weight is not None and bias is not None:
+            y = torch.addcmul(_per_channel(bias, ndim), x_hat, _per_channel(weight, ndim))
+        elif weight is not None:
+            y = x_hat * _per_channel(weight, ndim)
+        elif bias is not None:
+            y = x_hat + _per_channel(bias, ndim)
+        else:
+            y = x_hat
         # x_hat and inv_std are all the backward needs (besides gamma): x, mean
         # and var themselves are not kept.
         ctx.save_for_backward(x_hat, inv_std, weight)
@@ -100,23 +123,27 @@ class BatchNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy):
         x_hat, inv_std, weight = ctx.saved_tensors
-        dims = _reduce_dims(dy)
-        dx = dgamma = dbeta = None
-        if ctx.needs_input_grad[0]:
-            dy_hat = dy if weight is None else dy * _per_channel(weight, dy.dim())
+        dims, ndim = _reduce_dims(dy), dy.dim()
+        need_dx, need_dgamma, need_dbeta = ctx.needs_input_grad[:3]
+        through_stats = need_dx and ctx.batch_stats
+        # dbeta = sum(dy) and dgamma = sum(dy * x_hat); with batch statistics dx needs
+        # both too (gamma is constant per channel, so sum(dy_hat) = gamma * dbeta, and
+        # sum(dy_hat * x_hat) = gamma * dgamma).
+        dbeta = dy.sum(dim=dims) if need_dbeta or through_stats else None
+        dgamma = (dy * x_hat).sum(dim=dims) if need_dgamma or through_stats else None
+        dx = None
+        if need_dx:
+            scale = inv_std if weight is None else inv_std * _per_channel(weight, ndim)
             if ctx.batch_stats:
                 m = dy.numel() // dy.shape[1]
-                sum_dy_hat = dy_hat.sum(dim=dims, keepdim=True)
-                sum_dy_hat_x_hat = (dy_hat * x_hat).sum(dim=dims, keepdim=True)
-                dx = inv_std / m * (m * dy_hat - sum_dy_hat - x_hat * sum_dy_hat_x_hat)
+                # dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma), in one buffer
+                dx = torch.addcmul(_per_channel(dbeta, ndim), x_hat, _per_channel(dgamma, ndim))
+                dx.mul_(-1.0 / m).add_(dy).mul_(scale)
             else:
                 # Fixed statistics do not depend on x: only the direct path remains.
-                dx = dy_hat * inv_std
-        if ctx.needs_input_grad[1]:
-            dgamma = (dy * x_hat).sum(dim=dims)
-        if ctx.needs_input_grad[2]:
-            dbeta = dy.sum(dim=dims)
-        return dx, dgamma, dbeta, None, None, None
+                dx = dy * scale
+        return (dx, dgamma if need_dgamma else None, dbeta if need_dbeta else None,
+                None, None, None)
 
 
 def _check_input(func: str, x, arg: str = "input") -> torch.Tensor:
@@ -209,7 +236,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         # graph in them would make every step's graph reachable from the next
         # (a memory leak) and would raise when backward is called twice.
         with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=_reduce_dims(x), correction=1)
+            mean, var = _mean_var(x, correction=1, keepdim=False)
             running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
             running_var.mul_(1.0 - momentum).add_(var.to(running_var.dtype), alpha=momentum)
     return y

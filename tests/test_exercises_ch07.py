@@ -1,0 +1,116 @@
+"""Tests for bncourse.exercises.ch07: references and plain solutions pass, mistakes get hints."""
+
+import numpy as np
+import pytest
+
+from bncourse.exercises import check, get_exercise
+from bncourse.exercises.ch07 import EXERCISES, NOTEBOOK
+from bncourse.exercises.judge import judge_output
+
+IDS = [ex.id for ex in EXERCISES]
+
+
+# Independent learner-style solutions, written the plain NumPy way (not bncourse's code).
+def ghost_batchnorm_forward(x, gamma, beta, ghost_size, eps):
+    n, c = x.shape
+    blocks = x.reshape(n // ghost_size, ghost_size, c)
+    mean = blocks.mean(axis=1, keepdims=True)
+    var = blocks.var(axis=1, keepdims=True)
+    y = gamma * (blocks - mean) / np.sqrt(var + eps) + beta
+    return y.reshape(n, c).astype(x.dtype)
+
+
+def ghost_batchnorm_loop(x, gamma, beta, ghost_size, eps):
+    out = []
+    for start in range(0, x.shape[0], ghost_size):
+        b = x[start:start + ghost_size]
+        out.append(gamma * (b - b.mean(0)) / np.sqrt(((b - b.mean(0)) ** 2).mean(0) + eps) + beta)
+    return np.concatenate(out).astype(x.dtype)
+
+
+def batch_mean_std(z, m):
+    n = z.size
+    return float(z.std() / np.sqrt(m) * np.sqrt((n - m) / (n - 1)))
+
+
+def batch_mean_std_ddof1(z, m):
+    # The same quantity written with the unbiased variance: S^2 / m * (1 - m / N).
+    return float(np.sqrt(z.var(ddof=1) / m * (1 - m / z.size)))
+
+
+SOLUTIONS = {"ch07-ghost-batch-norm": [ghost_batchnorm_forward, ghost_batchnorm_loop],
+             "ch07-batch-mean-std": [batch_mean_std, batch_mean_std_ddof1]}
+
+
+def test_two_exercises_registered_for_this_chapter():
+    assert sorted(IDS) == sorted(SOLUTIONS)
+    for ex in EXERCISES:
+        assert get_exercise(ex.id) is ex
+        assert ex.notebook == NOTEBOOK == "book/07_regularization.ipynb"
+        assert ex.function == SOLUTIONS[ex.id][0].__name__
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_reference_passes_every_case(exercise_id):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(ex.reference), ex.expected_output(case))
+        assert verdict.passed, (case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id,solution", [
+    (ex_id, fn) for ex_id, fns in SOLUTIONS.items() for fn in fns])
+def test_plain_numpy_solutions_pass_every_case(exercise_id, solution):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(solution), ex.expected_output(case))
+        assert verdict.passed, (solution.__name__, case.describe(), verdict.problems)
+
+
+def test_ghost_oracle_is_torch_per_ghost_batch_and_differs_from_plain_bn():
+    ex = get_exercise("ch07-ghost-batch-norm")
+    dtypes, differs = set(), False
+    for case in ex.cases("all"):
+        x = case.args["x"]
+        dtypes.add(x.dtype)
+        want = ex.expected_output(case)
+        assert want.dtype == x.dtype and want.shape == x.shape
+        if x.shape[0] > case.args["ghost_size"]:
+            whole = case.call(ex.mistakes[0].fn)        # whole-batch statistics
+            differs = differs or np.abs(whole - want).max() > 0.1
+    assert dtypes == {np.dtype(np.float32), np.dtype(np.float64)} and differs
+
+
+def test_mean_std_oracle_enumerates_batches_and_agrees_with_the_formula():
+    ex = get_exercise("ch07-batch-mean-std")
+    for case in ex.cases("all"):
+        want, ref = ex.expected_output(case), case.call(ex.reference)
+        assert abs(want - ref) <= 1e-12 * max(1.0, abs(want))
+    m_equals_n = [c for c in ex.cases("hidden") if c.args["m"] == c.args["z"].size]
+    assert m_equals_n and ex.expected_output(m_equals_n[0]) == 0.0
+
+
+@pytest.mark.parametrize("exercise_id,index", [
+    (ex.id, i) for ex in EXERCISES for i in range(len(ex.mistakes))])
+def test_each_mistake_fails_a_visible_case_and_gets_its_hint(exercise_id, index):
+    ex = get_exercise(exercise_id)
+    mistake = ex.mistakes[index]
+    caught = False
+    for case in ex.cases("visible"):
+        with np.errstate(all="ignore"):
+            got = case.call(mistake.fn)
+        verdict = judge_output(ex, case, got, ex.expected_output(case))
+        if not verdict.passed:
+            caught = True
+            assert mistake.hint in verdict.hints, (case.describe(), verdict.hints)
+    assert caught, "the mistake passes every visible case"
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stub_is_not_attempted_and_solution_passes_the_check(exercise_id, capsys):
+    ex = get_exercise(exercise_id)
+    namespace = {}
+    exec(ex.default_stub(), namespace)                       # noqa: S102 - our own stub
+    assert check(exercise_id, namespace[ex.function]).status == "not attempted"
+    assert check(exercise_id, SOLUTIONS[exercise_id][0]).status == "passed"
+    assert "not attempted" in capsys.readouterr().out

@@ -19,6 +19,11 @@ and ``b' = (b - mean) * s + beta``. A missing bias counts as ``b = 0``,
 arithmetic and removes the BatchNorm's work at prediction time. It does not
 describe training mode, where the statistics come from each batch.
 
+A BatchNorm *after* the activation can still be folded at prediction time,
+into the Linear layer that follows it (:func:`fold_batchnorm_into_next`):
+``layer(bn(a)) = W (s * a + t) + b`` with ``t = beta - s * mean``, so
+``W' = W * s`` (column ``j`` scaled by ``s_j``) and ``b' = b + W t``.
+
 Supported pairs: ``nn.Linear`` + BatchNorm1d (on ``(N, C)`` outputs, where
 the channel axis is the Linear's last axis), ``nn.Conv1d`` + BatchNorm1d,
 ``nn.Conv2d`` + BatchNorm2d, ``nn.Conv3d`` + BatchNorm3d, with either torch's
@@ -36,7 +41,7 @@ from torch import nn
 from bncourse import torch_bn
 from bncourse._checks import _fail
 
-__all__ = ["fold_batchnorm", "fold_sequential"]
+__all__ = ["fold_batchnorm", "fold_sequential", "fold_batchnorm_into_next"]
 
 # Layer type -> the BatchNorm rank that matches its output (1, 2 or 3).
 _LAYER_RANK = ((nn.Linear, 1), (nn.Conv1d, 1), (nn.Conv2d, 2), (nn.Conv3d, 3))
@@ -199,3 +204,60 @@ def fold_sequential(model: nn.Sequential) -> nn.Sequential:
               type(model).__name__, TypeError)
     # Copy once, so modules shared inside the model stay shared in the copy.
     return _fold_children(copy.deepcopy(model)).eval()
+
+
+def fold_batchnorm_into_next(bn: nn.Module, layer: nn.Module) -> nn.Linear:
+    """An ``nn.Linear`` equal to eval-mode ``layer(bn(a))``: ``W' = W * s``, ``b' = b + W t``.
+
+    For a BatchNorm placed after an activation, whose output feeds a Linear
+    layer. Per input feature ``j``, ``bn(a)_j = s_j * a_j + t_j`` with
+    ``s = gamma / sqrt(running_var + eps)`` and ``t = beta - s * running_mean``,
+    so ``W bn(a) + b = (W * s) a + (b + W t)``: column ``j`` of the weight is
+    scaled by ``s_j`` and the bias absorbs ``W t``. Computed in float64 and
+    cast back to the layer's dtype.
+
+    Args:
+        bn: a BatchNorm1d (``torch.nn`` or ``bncourse.torch_bn``) with running
+            statistics, ``num_features == layer.in_features``; ``affine=False``
+            is allowed.
+        layer: an ``nn.Linear`` (weight ``(out, C)``), with or without bias.
+
+    Returns:
+        A new ``nn.Linear`` with a bias; ``bn`` and ``layer`` are not modified.
+
+    Raises:
+        TypeError: ``bn`` is not a BatchNorm1d or ``layer`` not an ``nn.Linear``.
+        ValueError: ``bn.num_features`` differs from ``layer.in_features``, or
+            ``bn`` has no running statistics.
+    """
+    func = "fold_batchnorm_into_next"
+    if _bn_rank(bn) != 1:
+        _fail(func, "bn", "a BatchNorm1d (torch.nn or bncourse.torch_bn)", type(bn).__name__,
+              TypeError)
+    if not isinstance(layer, nn.Linear):
+        _fail(func, "layer", "an nn.Linear", type(layer).__name__, TypeError)
+    if bn.num_features != layer.in_features:
+        _fail(func, "bn", f"num_features={layer.in_features} to match the input features of "
+              "layer", f"num_features={bn.num_features}")
+    if bn.running_mean is None or bn.running_var is None:
+        _fail(func, "bn", "a BatchNorm with running statistics (track_running_stats=True)",
+              "track_running_stats=False")
+    f64 = torch.float64
+    with torch.no_grad():
+        weight = layer.weight.to(f64)
+        b = layer.bias.to(f64) if layer.bias is not None else torch.zeros(
+            weight.shape[0], dtype=f64, device=weight.device)
+        mean = bn.running_mean.to(f64)
+        var = bn.running_var.to(f64)
+        gamma = bn.weight.to(f64) if bn.weight is not None else torch.ones_like(mean)
+        beta = bn.bias.to(f64) if bn.bias is not None else torch.zeros_like(mean)
+        s = gamma / torch.sqrt(var + bn.eps)
+        t = beta - s * mean
+        folded_weight = weight * s  # broadcasts along the rows: column j times s_j
+        folded_bias = b + weight @ t
+    folded = nn.Linear(layer.in_features, layer.out_features, bias=True,
+                       device=layer.weight.device, dtype=layer.weight.dtype)
+    requires_grad = layer.weight.requires_grad
+    folded.weight = nn.Parameter(folded_weight.to(layer.weight.dtype), requires_grad)
+    folded.bias = nn.Parameter(folded_bias.to(layer.weight.dtype), requires_grad)
+    return folded

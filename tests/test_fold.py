@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from bncourse import torch_bn
-from bncourse.fold import fold_batchnorm, fold_sequential
+from bncourse.fold import fold_batchnorm, fold_batchnorm_into_next, fold_sequential
 
 F64 = torch.float64
 TOL64 = {"rtol": 1e-10, "atol": 1e-12}
@@ -284,3 +284,71 @@ def test_fold_sequential_leaves_nested_custom_sequential_alone():
     x = torch.randn(4, 2, dtype=F64)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model.eval()(x), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- #
+# fold_batchnorm_into_next: BN after the activation, folded into the next Linear
+# --------------------------------------------------------------------------- #
+
+def make_bn_then_linear(c=5, out=3, bias=True, affine=True, ours=False, seed=0, dtype=F64):
+    """An eval-mode BatchNorm1d with non-trivial statistics and the Linear after it."""
+    g = torch.Generator().manual_seed(seed)
+    bn = (torch_bn.BatchNorm1d if ours else nn.BatchNorm1d)(c, affine=affine, dtype=dtype)
+    with torch.no_grad():
+        if affine:
+            bn.weight.copy_(torch.randn(c, generator=g, dtype=dtype))
+            bn.bias.copy_(torch.randn(c, generator=g, dtype=dtype))
+        bn.running_mean.copy_(torch.randn(c, generator=g, dtype=dtype) * 2)
+        bn.running_var.copy_(torch.rand(c, generator=g, dtype=dtype) * 3 + 0.1)
+    torch.manual_seed(seed)
+    layer = nn.Linear(c, out, bias=bias).to(dtype)
+    return bn.eval(), layer, torch.randn(8, c, generator=g, dtype=dtype) * 2 + 1
+
+
+@pytest.mark.parametrize("ours", [False, True], ids=["torch-bn", "our-bn"])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_fold_into_next_equals_linear_after_bn(bias, affine, ours):
+    bn, layer, a = make_bn_then_linear(bias=bias, affine=affine, ours=ours)
+    folded = fold_batchnorm_into_next(bn, layer)
+    assert isinstance(folded, nn.Linear) and folded.bias is not None
+    with torch.no_grad():
+        torch.testing.assert_close(folded(a), layer(bn(a)), **TOL64)
+
+
+def test_fold_into_next_matches_the_affine_map_probed_on_basis_vectors():
+    # layer(bn(a)) is affine in a: its value at 0 is the bias, at e_j minus that is column j.
+    bn, layer, _ = make_bn_then_linear(c=4, out=6, seed=3)
+    folded = fold_batchnorm_into_next(bn, layer)
+    with torch.no_grad():
+        f0 = layer(bn(torch.zeros(1, 4, dtype=F64)))[0]
+        columns = layer(bn(torch.eye(4, dtype=F64))) - f0
+    torch.testing.assert_close(folded.bias, f0, **TOL64)
+    torch.testing.assert_close(folded.weight, columns.T, **TOL64)
+
+
+def test_fold_into_next_float32_keeps_dtype_and_does_not_modify_inputs():
+    bn, layer, a = make_bn_then_linear(dtype=torch.float32, seed=1)
+    before = (copy.deepcopy(bn.state_dict()), copy.deepcopy(layer.state_dict()))
+    folded = fold_batchnorm_into_next(bn, layer)
+    assert folded.weight.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(folded(a), layer(bn(a)), rtol=1e-5, atol=1e-5)
+    for state, module in zip(before, (bn, layer)):
+        for key, value in state.items():
+            assert torch.equal(module.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("bn, layer, exc, match", [
+    (nn.BatchNorm2d(4), nn.Linear(4, 2), TypeError,
+     "fold_batchnorm_into_next: bn must be a BatchNorm1d .*got BatchNorm2d"),
+    (nn.BatchNorm1d(4), nn.Conv1d(4, 2, 1), TypeError,
+     "fold_batchnorm_into_next: layer must be an nn.Linear, got Conv1d"),
+    (nn.BatchNorm1d(5), nn.Linear(4, 2), ValueError,
+     "bn must be num_features=4 to match the input features of layer, got num_features=5"),
+    (nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 2), ValueError,
+     "running statistics"),
+])
+def test_fold_into_next_errors(bn, layer, exc, match):
+    with pytest.raises(exc, match=match):
+        fold_batchnorm_into_next(bn, layer)

@@ -1,0 +1,146 @@
+"""Tests for bncourse.exercises.ch08: references and plain solutions pass, mistakes get hints."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from bncourse.exercises import check, get_exercise
+from bncourse.exercises.ch08 import EXERCISES, NOTEBOOK
+from bncourse.exercises.judge import judge_output
+
+IDS = [ex.id for ex in EXERCISES]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+# Independent learner-style solutions (not bncourse's code).
+def mlp_layer_spec(in_features, hidden, out_features, activation, bn, dropout):
+    layers = []
+    sizes = [in_features, *hidden]
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        block = {"none": [(activation,)],
+                 "before": [("bn", fan_out), (activation,)],
+                 "after": [(activation,), ("bn", fan_out)]}[bn]
+        layers += [("linear", fan_in, fan_out), *block]
+        if dropout:
+            layers.append(("dropout", dropout))
+    return layers + [("linear", sizes[-1], out_features)]
+
+
+def dropout_bn_std_ratio(x, keep):
+    mean_sq = np.mean(x * x, axis=0)
+    mean = np.mean(x, axis=0)
+    var_test = mean_sq - mean * mean
+    var_train = mean_sq / keep - mean * mean
+    return np.sqrt(var_test / var_train)
+
+
+def linear_std_ratio(a, weight, keep):
+    z = a @ weight.T
+    var_test = np.mean((z - z.mean(axis=0)) ** 2, axis=0)
+    extra = sum((1.0 / keep - 1.0) * weight[:, i] ** 2 * np.mean(a[:, i] ** 2)
+                for i in range(a.shape[1]))
+    return np.sqrt(var_test / (var_test + extra))
+
+
+SOLUTIONS = {"ch08-layer-spec": mlp_layer_spec, "ch08-variance-shift": dropout_bn_std_ratio,
+             "ch08-shift-through-linear": linear_std_ratio}
+
+
+def test_three_exercises_registered_for_this_chapter():
+    assert sorted(IDS) == sorted(SOLUTIONS)
+    for ex in EXERCISES:
+        assert get_exercise(ex.id) is ex
+        assert ex.notebook == NOTEBOOK == "book/08_placement.ipynb"
+        assert ex.function == SOLUTIONS[ex.id].__name__
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_reference_passes_every_case(exercise_id):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(ex.reference), ex.expected_output(case))
+        assert verdict.passed, (case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_plain_solution_passes_every_case(exercise_id):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(SOLUTIONS[exercise_id]),
+                               ex.expected_output(case))
+        assert verdict.passed, (case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id,index", [
+    (ex.id, i) for ex in EXERCISES for i in range(len(ex.mistakes))])
+def test_each_mistake_fails_a_visible_case_and_gets_its_hint(exercise_id, index):
+    ex = get_exercise(exercise_id)
+    mistake = ex.mistakes[index]
+    caught = False
+    for case in ex.cases("visible"):
+        try:
+            with np.errstate(all="ignore"):
+                got = case.call(mistake.fn)
+        except ValueError:
+            continue                # a mistake that only runs for some shapes
+        verdict = judge_output(ex, case, got, ex.expected_output(case))
+        if not verdict.passed:
+            caught = True
+            assert mistake.hint in verdict.hints, (case.describe(), verdict.hints)
+    assert caught, "the mistake passes every visible case"
+
+
+def test_layer_spec_cases_include_every_placement_and_no_hidden_layer():
+    ex = get_exercise("ch08-layer-spec")
+    cases = ex.cases("all")
+    assert {c.args["bn"] for c in cases} == {"none", "before", "after"}
+    assert any(c.args["hidden"] == () for c in ex.cases("hidden"))
+    assert any(c.args["dropout"] > 0 for c in ex.cases("visible"))
+
+
+def test_variance_shift_oracle_reduces_to_sqrt_keep_for_centred_data():
+    ex = get_exercise("ch08-variance-shift")
+    case = ex.cases("visible")[0]
+    x = case.args["x"] - case.args["x"].mean(axis=0)
+    np.testing.assert_allclose(ex.expected(x, 0.3), np.sqrt(0.3), rtol=1e-12)
+
+
+def test_enumeration_oracle_agrees_with_the_closed_form_on_uncorrelated_centred_units():
+    # With independent zero-mean units the variance ratio is keep for every output unit.
+    ex = get_exercise("ch08-shift-through-linear")
+    rng = np.random.default_rng(0)
+    a = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])   # uncorrelated, mean 0
+    weight = rng.normal(size=(3, 2))
+    np.testing.assert_allclose(ex.expected(a, weight, 0.4), np.sqrt(0.4), rtol=1e-12)
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stub_is_not_attempted_and_never_raises(exercise_id, capsys):
+    ex = get_exercise(exercise_id)
+    namespace = {}
+    exec(ex.default_stub(), namespace)                       # noqa: S102 - our own stub
+    result = check(exercise_id, namespace[ex.function])
+    assert result.status == "not attempted"
+    assert "not attempted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_solution_passes_the_learner_check(exercise_id, capsys):
+    assert check(exercise_id, SOLUTIONS[exercise_id]).status == "passed"
+
+
+def test_notebook_holds_each_stub_and_its_check():
+    path = ROOT / NOTEBOOK
+    if not path.exists():
+        pytest.skip("chapter notebook not present")
+    cells = json.loads(path.read_text())["cells"]
+    for ex in EXERCISES:
+        idx = [i for i, c in enumerate(cells) if ex.tag in c.get("metadata", {}).get("tags", [])]
+        assert len(idx) == 1, ex.id
+        stub = "".join(cells[idx[0]]["source"])
+        assert stub.strip() == ex.default_stub().strip()
+        follow = "".join(cells[idx[0] + 1]["source"])
+        assert f'check("{ex.id}", {ex.function})' in follow
+        assert not cells[idx[0]].get("outputs")

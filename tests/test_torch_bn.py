@@ -486,3 +486,20 @@ def test_turning_off_tracking_after_construction_behaves_like_torch():
     ours.eval()
     theirs.eval()
     torch.testing.assert_close(ours(x), theirs(x), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("correction", [0, 1])
+@pytest.mark.parametrize("shape", [(7, 3), (5, 4, 6), (3, 2, 4, 5), (2, 3, 2, 3, 4)])
+def test_mean_var_matches_torch_var_mean(shape, correction):
+    # The two-pass statistics that replace torch.var_mean (slow on CPU over the batch axis).
+    from bncourse.torch_bn import _mean_var
+
+    x = random_input(shape, seed=90, requires_grad=False) * 3 + 5
+    dims = [0, *range(2, len(shape))]
+    var_ref, mean_ref = torch.var_mean(x, dim=dims, correction=correction, keepdim=True)
+    mean, var = _mean_var(x, correction=correction, keepdim=True)
+    torch.testing.assert_close(mean, mean_ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(var, var_ref, rtol=1e-12, atol=1e-13)
+    mean_flat, var_flat = _mean_var(x, correction=correction, keepdim=False)
+    assert mean_flat.shape == var_flat.shape == (shape[1],)
+    torch.testing.assert_close(var_flat, var_ref.reshape(-1), rtol=1e-12, atol=1e-13)

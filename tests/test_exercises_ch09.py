@@ -1,0 +1,113 @@
+"""Tests for bncourse.exercises.ch09: references and solutions pass, mistakes fail with hints."""
+
+import numpy as np
+import pytest
+
+from bncourse.exercises import check, get_exercise
+from bncourse.exercises.ch09 import EXERCISES, NOTEBOOK
+from bncourse.exercises.judge import judge_output
+from bncourse.gradcheck import relative_error
+
+IDS = [ex.id for ex in EXERCISES]
+
+
+# Independent learner-style solutions, written the plain NumPy way.
+def fold_linear_bn(W, b, gamma, beta, running_mean, running_var, eps):
+    scale = gamma / np.sqrt(running_var + eps)
+    return W * scale[:, None], (b - running_mean) * scale + beta
+
+
+def fold_linear_bn_by_evaluation(W, b, gamma, beta, running_mean, running_var, eps):
+    """Read the affine map off the composed function, as the oracle does, in NumPy."""
+    def f(x):
+        z = x @ W.T + b
+        return gamma * (z - running_mean) / np.sqrt(running_var + eps) + beta
+    f0 = f(np.zeros((1, W.shape[1]), dtype=W.dtype))[0]
+    return (f(np.eye(W.shape[1], dtype=W.dtype)) - f0).T, f0
+
+
+def fold_bn_into_next(gamma, beta, running_mean, running_var, eps, W, b):
+    scale = gamma / np.sqrt(running_var + eps)
+    shift = beta - scale * running_mean
+    return W * scale[None, :], b + W @ shift
+
+
+SOLUTIONS = {"ch09-fold-linear-bn": [fold_linear_bn, fold_linear_bn_by_evaluation],
+             "ch09-fold-bn-into-next": [fold_bn_into_next]}
+
+
+def test_two_exercises_registered_for_this_chapter():
+    assert sorted(IDS) == sorted(SOLUTIONS)
+    for ex in EXERCISES:
+        assert get_exercise(ex.id) is ex
+        assert ex.notebook == NOTEBOOK == "book/09_cost_and_folding.ipynb"
+        assert ex.function == SOLUTIONS[ex.id][0].__name__
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_reference_passes_every_case(exercise_id):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(ex.reference), ex.expected_output(case))
+        assert verdict.passed, (case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id,solution", [
+    (ex_id, fn) for ex_id, fns in SOLUTIONS.items() for fn in fns])
+def test_plain_numpy_solutions_pass_every_case(exercise_id, solution):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(solution), ex.expected_output(case))
+        assert verdict.passed, (solution.__name__, case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_oracle_agrees_with_the_reference_and_keeps_the_dtype(exercise_id):
+    ex = get_exercise(exercise_id)
+    dtypes = set()
+    for case in ex.cases("all"):
+        dtype = case.args["W"].dtype
+        dtypes.add(dtype)
+        want, ref = ex.expected_output(case), case.call(ex.reference)
+        assert [w.dtype for w in want] == [dtype, dtype]
+        assert want[0].shape == case.args["W"].shape and want[1].shape == case.args["b"].shape
+        bound = 1e-12 if dtype == np.float64 else 1e-6
+        assert max(relative_error(w, r) for w, r in zip(want, ref)) < bound
+    assert dtypes == {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_cases_include_a_square_weight_and_hidden_shapes_are_new(exercise_id):
+    ex = get_exercise(exercise_id)
+    shapes = {which: {c.args["W"].shape for c in ex.cases(which)}
+              for which in ("visible", "hidden")}
+    assert shapes["hidden"] - shapes["visible"]
+    assert any(s[0] == s[1] for s in shapes["visible"])   # a transposed scale shows up only there
+
+
+@pytest.mark.parametrize("exercise_id,index", [
+    (ex.id, i) for ex in EXERCISES for i in range(len(ex.mistakes))])
+def test_each_mistake_fails_a_visible_case_and_gets_its_hint(exercise_id, index):
+    ex = get_exercise(exercise_id)
+    mistake = ex.mistakes[index]
+    caught = False
+    for case in ex.cases("visible"):
+        try:
+            got = case.call(mistake.fn)
+        except ValueError:
+            continue                # scaling the wrong axis only runs for a square W
+        verdict = judge_output(ex, case, got, ex.expected_output(case))
+        if not verdict.passed:
+            caught = True
+            assert mistake.hint in verdict.hints, (case.describe(), verdict.hints)
+    assert caught, "the mistake passes every visible case"
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stub_is_not_attempted_and_solution_passes_the_check(exercise_id, capsys):
+    ex = get_exercise(exercise_id)
+    namespace = {}
+    exec(ex.default_stub(), namespace)                       # noqa: S102 - our own stub
+    assert check(exercise_id, namespace[ex.function]).status == "not attempted"
+    assert check(exercise_id, SOLUTIONS[exercise_id][0]).status == "passed"
+    assert "not attempted" in capsys.readouterr().out

@@ -159,3 +159,28 @@ def check_finite_sums(func: str, arg: str, x: np.ndarray, *sums) -> None:
     check_array(func, arg, x, finite=True)
     _fail(func, arg, f"small enough that its per-channel sums fit in {x.dtype}",
           f"values up to {float(np.max(np.abs(x)))!r} (overflow)")
+
+
+def check_int(func: str, arg: str, value, *, minimum: int = 1) -> int:
+    """Check an integer count, size or seed: an ``int`` (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(func, arg, f"an int >= {minimum}", f"{type(value).__name__} {value!r}", TypeError)
+    if value < minimum:
+        _fail(func, arg, f"an int >= {minimum}", repr(value))
+    return int(value)
+
+
+def check_model_batch(func: str, model, x, y) -> None:
+    """Check a ``torch.nn.Module`` and a non-empty batch ``(x, y)`` of tensors, same length."""
+    # torch is imported here, not at the top, so that the NumPy modules using
+    # this file do not load it; the callers of this check have loaded it already.
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        _fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
+    for arg, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            _fail(func, arg, "a torch.Tensor", type(t).__name__, TypeError)
+    if x.dim() < 1 or y.dim() < 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        _fail(func, "y", f"a non-empty batch with as many samples as x ({tuple(x.shape)})",
+              f"shape {tuple(y.shape)}")

@@ -48,11 +48,9 @@ True
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from bncourse._checks import _fail, check_array
+from bncourse._checks import _fail, check_array, check_int
 
 __all__ = ["finite_population_correction", "predicted_mean_std", "predicted_var_std",
            "central_moments", "sample_batch_stats", "normalized_value", "loglog_slope"]
@@ -60,18 +58,10 @@ __all__ = ["finite_population_correction", "predicted_mean_std", "predicted_var_
 _CHUNK_ELEMENTS = 4_000_000   # indicator-matrix entries handled at once (memory bound)
 
 
-def _check_int(func: str, arg: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, f"an int >= {low}", f"{type(value).__name__} {value!r}", TypeError)
-    if value < low:
-        _fail(func, arg, f"an int >= {low}", repr(value))
-    return int(value)
-
-
 def _check_sizes(func: str, m, n):
     m = np.asarray(m, dtype=np.float64)
     if n is not None:
-        n = _check_int(func, "population_size", n, low=2)
+        n = check_int(func, "population_size", n, minimum=2)
     if np.any(~np.isfinite(m)) or np.any(m < 1) or (n is not None and np.any(m > n)):
         upper = f" and <= population_size={n}" if n is not None else ""
         _fail(func, "m", f"batch sizes >= 1{upper}", repr(m.tolist()))
@@ -209,12 +199,12 @@ def sample_batch_stats(z, m: int, n_batches: int, seed: int = 0, include: int | 
     func = "sample_batch_stats"
     z = _check_values(func, z)
     n = z.shape[0]
-    m = _check_int(func, "m", m, low=2)
+    m = check_int(func, "m", m, minimum=2)
     if m > n:
         _fail(func, "m", f"at most the {n} samples", repr(m))
-    n_batches = _check_int(func, "n_batches", n_batches)
+    n_batches = check_int(func, "n_batches", n_batches)
     if include is not None:
-        include = _check_int(func, "include", include, low=0)
+        include = check_int(func, "include", include, minimum=0)
         if include >= n:
             _fail(func, "include", f"a sample index in [0, {n - 1}]", repr(include))
     zz = z.reshape(n, -1)

@@ -104,6 +104,37 @@ def _can_fold(layer, bn) -> bool:
     return True
 
 
+def _layer_f64(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W, b)`` of a Linear or convolution in float64; a missing bias is ``b = 0``."""
+    weight = layer.weight.to(torch.float64)
+    b = layer.bias.to(torch.float64) if layer.bias is not None else torch.zeros(
+        weight.shape[0], dtype=torch.float64, device=weight.device)
+    return weight, b
+
+
+def _bn_f64(bn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(running_mean, s, beta)`` in float64, ``s = gamma / sqrt(running_var + eps)``.
+
+    ``affine=False`` counts as ``gamma = 1``, ``beta = 0``.
+    """
+    mean = bn.running_mean.to(torch.float64)
+    var = bn.running_var.to(torch.float64)
+    gamma = bn.weight.to(torch.float64) if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.to(torch.float64) if bn.bias is not None else torch.zeros_like(mean)
+    # eps sits inside the root exactly as in the BatchNorm's forward.
+    s = gamma / torch.sqrt(var + bn.eps)
+    return mean, s, beta
+
+
+def _with_parameters(folded: nn.Module, layer: nn.Module, weight: torch.Tensor,
+                     bias: torch.Tensor) -> nn.Module:
+    """Give ``folded`` the new weight and bias, cast to ``layer``'s dtype and trainability."""
+    requires_grad = layer.weight.requires_grad
+    folded.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad)
+    folded.bias = nn.Parameter(bias.to(layer.weight.dtype), requires_grad)
+    return folded
+
+
 def fold_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module:
     """A layer equal to eval-mode ``bn(layer(x))``: ``W' = W * s``, ``b' = (b - mean) * s + beta``.
 
@@ -129,25 +160,12 @@ def fold_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module:
             an uninitialised lazy layer.
     """
     _check_pair("fold_batchnorm", layer, bn)
-    f64 = torch.float64
     with torch.no_grad():
-        weight = layer.weight.to(f64)
-        b = layer.bias.to(f64) if layer.bias is not None else torch.zeros(
-            weight.shape[0], dtype=f64, device=weight.device)
-        mean = bn.running_mean.to(f64)
-        var = bn.running_var.to(f64)
-        gamma = bn.weight.to(f64) if bn.weight is not None else torch.ones_like(mean)
-        beta = bn.bias.to(f64) if bn.bias is not None else torch.zeros_like(mean)
-        # eps sits inside the root exactly as in the BatchNorm's forward.
-        s = gamma / torch.sqrt(var + bn.eps)
+        weight, b = _layer_f64(layer)
+        mean, s, beta = _bn_f64(bn)
         folded_weight = weight * s.reshape((-1,) + (1,) * (weight.dim() - 1))
         folded_bias = (b - mean) * s + beta
-
-    folded = copy.deepcopy(layer)
-    requires_grad = layer.weight.requires_grad
-    folded.weight = nn.Parameter(folded_weight.to(layer.weight.dtype), requires_grad)
-    folded.bias = nn.Parameter(folded_bias.to(layer.weight.dtype), requires_grad)
-    return folded
+    return _with_parameters(copy.deepcopy(layer), layer, folded_weight, folded_bias)
 
 
 def _is_plain_sequential(module) -> bool:
@@ -242,22 +260,12 @@ def fold_batchnorm_into_next(bn: nn.Module, layer: nn.Module) -> nn.Linear:
     if bn.running_mean is None or bn.running_var is None:
         _fail(func, "bn", "a BatchNorm with running statistics (track_running_stats=True)",
               "track_running_stats=False")
-    f64 = torch.float64
     with torch.no_grad():
-        weight = layer.weight.to(f64)
-        b = layer.bias.to(f64) if layer.bias is not None else torch.zeros(
-            weight.shape[0], dtype=f64, device=weight.device)
-        mean = bn.running_mean.to(f64)
-        var = bn.running_var.to(f64)
-        gamma = bn.weight.to(f64) if bn.weight is not None else torch.ones_like(mean)
-        beta = bn.bias.to(f64) if bn.bias is not None else torch.zeros_like(mean)
-        s = gamma / torch.sqrt(var + bn.eps)
+        weight, b = _layer_f64(layer)
+        mean, s, beta = _bn_f64(bn)
         t = beta - s * mean
         folded_weight = weight * s  # broadcasts along the rows: column j times s_j
         folded_bias = b + weight @ t
     folded = nn.Linear(layer.in_features, layer.out_features, bias=True,
                        device=layer.weight.device, dtype=layer.weight.dtype)
-    requires_grad = layer.weight.requires_grad
-    folded.weight = nn.Parameter(folded_weight.to(layer.weight.dtype), requires_grad)
-    folded.bias = nn.Parameter(folded_bias.to(layer.weight.dtype), requires_grad)
-    return folded
+    return _with_parameters(folded, layer, folded_weight, folded_bias)

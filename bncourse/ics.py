@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncourse._checks import _fail
+from bncourse._checks import _fail, check_model_batch
 from bncourse.models import weight_layers
 
 __all__ = ["ics_measure", "ics_probe", "gradient_change", "ICS", "ICS_ROWS"]
@@ -110,17 +110,6 @@ def _check_lr(func: str, lr) -> float:
     if not math.isfinite(lr) or lr <= 0:
         _fail(func, "lr", "a positive finite float", repr(lr))
     return float(lr)
-
-
-def _check_model_batch(func: str, model, x, y) -> None:
-    if not isinstance(model, nn.Module):
-        _fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
-    for arg, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            _fail(func, arg, "a torch.Tensor", type(t).__name__, TypeError)
-    if x.dim() < 1 or y.dim() < 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        _fail(func, "y", f"a non-empty batch with as many samples as x ({tuple(x.shape)})",
-              f"shape {tuple(y.shape)}")
 
 
 def gradient_change(g, g_after) -> tuple[float, float, float]:
@@ -198,7 +187,7 @@ def ics_measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
         non-positive ``lr``, or a model with fewer than two weight layers.
     """
     func = "ics_measure"
-    _check_model_batch(func, model, x, y)
+    check_model_batch(func, model, x, y)
     lr = _check_lr(func, lr)
     layers = weight_layers(model)
     if len(layers) < 2:

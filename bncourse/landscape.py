@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncourse._checks import _fail
+from bncourse._checks import _fail, check_model_batch
 
 __all__ = ["gradient_path", "smoothness_probe", "GradientPath", "SMOOTHNESS_ROWS"]
 
@@ -131,17 +131,6 @@ def _check_steps(func: str, step_sizes) -> np.ndarray:
     return eta
 
 
-def _check_inputs(func: str, model, x, y) -> None:
-    if not isinstance(model, nn.Module):
-        _fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
-    for arg, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            _fail(func, arg, "a torch.Tensor", type(t).__name__, TypeError)
-    if x.dim() < 1 or y.dim() < 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        _fail(func, "y", f"a non-empty batch with as many samples as x ({tuple(x.shape)})",
-              f"shape {tuple(y.shape)}")
-
-
 def gradient_path(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step_sizes,
                   loss_fn: Callable = F.cross_entropy) -> GradientPath:
     """Loss and gradient change at ``w - eta_k * g`` for each step size ``eta_k``.
@@ -167,7 +156,7 @@ def gradient_path(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step_sizes
         sizes that are not positive and finite.
     """
     func = "gradient_path"
-    _check_inputs(func, model, x, y)
+    check_model_batch(func, model, x, y)
     eta = _check_steps(func, step_sizes)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

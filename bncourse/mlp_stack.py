@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bncourse._checks import _fail
+from bncourse._checks import _fail, check_int
 from bncourse.data import Dataset
 from bncourse.training import History
 
@@ -272,14 +272,6 @@ def _per_member(func: str, arg: str, value, k: int, kind) -> list:
     return out
 
 
-def _check_int(func: str, arg: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, f"an int >= {low}", f"{type(value).__name__} {value!r}", TypeError)
-    if value < low:
-        _fail(func, arg, f"an int >= {low}", repr(value))
-    return int(value)
-
-
 def _epoch_batches(n: int, batch_size: int, seed: int):
     """The data order of ``training.train``: a fresh ``randperm`` per epoch from
     ``torch.Generator(seed)``, ``n // batch_size`` full batches per epoch."""
@@ -360,16 +352,16 @@ def train_stack(stack: MLPStack, data: Dataset, steps: int, batch_size: int, lrs
     if not isinstance(data, Dataset):
         _fail(func, "data", "a bncourse.data.Dataset", type(data).__name__, TypeError)
     k = stack.num_members
-    steps = _check_int(func, "steps", steps)
-    batch_size = _check_int(func, "batch_size", batch_size, low=2)
+    steps = check_int(func, "steps", steps)
+    batch_size = check_int(func, "batch_size", batch_size, minimum=2)
     if batch_size > data.n_train:
         _fail(func, "batch_size", f"at most the {data.n_train} training samples",
               repr(batch_size))
     lr_list = _per_member(func, "lrs", lrs, k, float)
     seed_list = _per_member(func, "seeds", seeds, k, int)
-    eval_every = steps if eval_every is None else _check_int(func, "eval_every", eval_every)
+    eval_every = steps if eval_every is None else check_int(func, "eval_every", eval_every)
     record_every = eval_every if record_every is None else \
-        _check_int(func, "record_every", record_every)
+        check_int(func, "record_every", record_every)
     if max_loss is not None and (isinstance(max_loss, bool) or not isinstance(
             max_loss, numbers.Real) or not max_loss > 0):
         _fail(func, "max_loss", "a positive float or None", repr(max_loss))
@@ -410,7 +402,7 @@ def train_stack(stack: MLPStack, data: Dataset, steps: int, batch_size: int, lrs
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
-        torch.set_num_threads(_check_int(func, "num_threads", num_threads))
+        torch.set_num_threads(check_int(func, "num_threads", num_threads))
     try:
         do_eval(0)
         for t in tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5):

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bncourse._checks import _fail
+from bncourse._checks import _fail, check_int
 from bncourse.data import Dataset, _stratified_split, load_digits_split
 from bncourse.standardize import Standardizer
 from bncourse.sweeps import VERDICTS
@@ -151,14 +151,6 @@ class RunResult:
     test_accuracy: float
     diverged: bool
     steps: int
-
-
-def _check_int(func: str, arg: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, f"an int >= {low}", f"{type(value).__name__} {value!r}", TypeError)
-    if value < low:
-        _fail(func, arg, f"an int >= {low}", repr(value))
-    return int(value)
 
 
 def run_once(build: Callable, split: TuningSplit, batch_size: int, lr: float, steps: int,
@@ -262,14 +254,14 @@ def tune_and_run(build: Callable, split: TuningSplit, batch_size: int, lrs, epoc
     lrs = np.asarray(list(lrs), dtype=np.float64)
     if lrs.ndim != 1 or lrs.size == 0 or not np.all(np.isfinite(lrs) & (lrs > 0)):
         _fail(func, "lrs", "a non-empty sequence of positive floats", repr(lrs.tolist()))
-    seeds = [_check_int(func, "seeds", s, low=0) for s in seeds]
+    seeds = [check_int(func, "seeds", s, minimum=0) for s in seeds]
     if not seeds:
         _fail(func, "seeds", "a non-empty sequence of ints", "an empty one")
-    tune_seeds = _check_int(func, "tune_seeds", tune_seeds)
+    tune_seeds = check_int(func, "tune_seeds", tune_seeds)
     if tune_seeds > len(seeds):
         _fail(func, "tune_seeds", f"at most the {len(seeds)} seeds", repr(tune_seeds))
-    epochs = _check_int(func, "epochs", epochs)
-    batch_size = _check_int(func, "batch_size", batch_size)
+    epochs = check_int(func, "epochs", epochs)
+    batch_size = check_int(func, "batch_size", batch_size)
     if not isinstance(split, TuningSplit):
         _fail(func, "split", "a TuningSplit", type(split).__name__, TypeError)
     per_epoch = split.n_fit // batch_size

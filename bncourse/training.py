@@ -95,7 +95,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bncourse._checks import _fail
+from bncourse._checks import _fail, check_int
 from bncourse.data import Dataset
 from bncourse.models import weight_layers
 
@@ -392,14 +392,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 # --------------------------------------------------------------------------- training
 
-def _check_int(func: str, arg: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, f"an int >= {low}", f"{type(value).__name__} {value!r}", TypeError)
-    if value < low:
-        _fail(func, arg, f"an int >= {low}", repr(value))
-    return int(value)
-
-
 def _check_float(func: str, arg: str, value, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         _fail(func, arg, "a finite float", f"{type(value).__name__} {value!r}", TypeError)
@@ -499,22 +491,22 @@ def train(model: nn.Module, data: Dataset, steps: int, batch_size: int, lr: floa
         _fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
     if not isinstance(data, Dataset):
         _fail(func, "data", "a bncourse.data.Dataset", type(data).__name__, TypeError)
-    steps = _check_int(func, "steps", steps)
-    batch_size = _check_int(func, "batch_size", batch_size)
+    steps = check_int(func, "steps", steps)
+    batch_size = check_int(func, "batch_size", batch_size)
     if batch_size > data.n_train:
         _fail(func, "batch_size", f"at most the {data.n_train} training samples",
               repr(batch_size))
     lr = _check_float(func, "lr", lr)
     momentum = _check_float(func, "momentum", momentum, allow_zero=True)
     weight_decay = _check_float(func, "weight_decay", weight_decay, allow_zero=True)
-    seed = _check_int(func, "seed", seed, low=0)
-    eval_every = steps if eval_every is None else _check_int(func, "eval_every", eval_every)
+    seed = check_int(func, "seed", seed, minimum=0)
+    eval_every = steps if eval_every is None else check_int(func, "eval_every", eval_every)
     record_every = eval_every if record_every is None else \
-        _check_int(func, "record_every", record_every)
+        check_int(func, "record_every", record_every)
     if max_loss is not None:
         max_loss = _check_float(func, "max_loss", max_loss)
     if num_threads is not None:
-        num_threads = _check_int(func, "num_threads", num_threads)
+        num_threads = check_int(func, "num_threads", num_threads)
     probes = dict(probes or {})
     for name, p in probes.items():
         if not callable(p):

@@ -47,14 +47,6 @@ def test_three_exercises_registered_for_this_chapter():
 
 
 @pytest.mark.parametrize("exercise_id", IDS)
-def test_reference_passes_every_case(exercise_id):
-    ex = get_exercise(exercise_id)
-    for case in ex.cases("all"):
-        verdict = judge_output(ex, case, case.call(ex.reference), ex.expected_output(case))
-        assert verdict.passed, (case.describe(), verdict.problems)
-
-
-@pytest.mark.parametrize("exercise_id", IDS)
 def test_plain_numpy_solution_passes_every_case(exercise_id):
     ex = get_exercise(exercise_id)
     for case in ex.cases("all"):
@@ -91,30 +83,18 @@ def test_each_mistake_fails_and_gets_its_hint(exercise_id, index):
 
 
 @pytest.mark.parametrize("exercise_id", IDS)
-def test_stub_is_not_attempted_and_never_raises(exercise_id, capsys):
-    ex = get_exercise(exercise_id)
-    namespace = {}
-    exec(ex.default_stub(), namespace)                       # noqa: S102 - our own stub
-    result = check(exercise_id, namespace[ex.function])
-    assert result.status == "not attempted"
-    assert "not attempted" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("exercise_id", IDS)
 def test_solution_passes_the_learner_check(exercise_id, capsys):
     assert check(exercise_id, SOLUTIONS[exercise_id]).status == "passed"
 
 
-def test_notebook_holds_each_stub_and_its_check():
+def test_notebook_stubs_are_the_registered_ones_without_outputs():
+    # test_exercises.py runs each notebook stub through check() and checks the cell that
+    # follows it; this ties those stubs to the registered ones.
     path = ROOT / NOTEBOOK
     if not path.exists():
         pytest.skip("chapter notebook not present")
     cells = json.loads(path.read_text())["cells"]
     for ex in EXERCISES:
-        idx = [i for i, c in enumerate(cells) if ex.tag in c.get("metadata", {}).get("tags", [])]
-        assert len(idx) == 1, ex.id
-        stub = "".join(cells[idx[0]]["source"])
-        assert stub.strip() == ex.default_stub().strip()
-        follow = "".join(cells[idx[0] + 1]["source"])
-        assert f'check("{ex.id}", {ex.function})' in follow
-        assert not cells[idx[0]].get("outputs")
+        (stub,) = [c for c in cells if ex.tag in c.get("metadata", {}).get("tags", [])]
+        assert "".join(stub["source"]).strip() == ex.default_stub().strip(), ex.id
+        assert not stub.get("outputs"), ex.id

@@ -1,13 +1,15 @@
 """Tests for bncourse.plotting: labelled axes, legends, drawn values, pyplot left alone."""
 
 import io
+import struct
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from bncourse.plotting import (CourseFigure, mean_band, new_figure, percentile_band,
+from bncourse.plotting import (DPI, CourseFigure, mean_band, new_figure, percentile_band,
                                plot_curves, plot_percentiles, plot_points)
 from bncourse.sweeps import mean_ci
 
@@ -115,7 +117,96 @@ def test_axes_level_helpers():
      ValueError, "plot_points: series\\['s'\\] must be shape \\(S, 2\\)"),
     (lambda: plot_points(["a"], {"s": [1.0, 2.0]}, xlabel="x", ylabel="y", kind="pie"),
      ValueError, "plot_points: kind must be"),
+    (lambda: plot_points(["a"], {"s": [1.0, 2.0]}, xlabel="x", ylabel="y", dodge=1.5),
+     ValueError, r"plot_points: dodge must be a bool or a float in \[0, 1\], got 1.5"),
+    (lambda: plot_points(["a"], {"s": [1.0, 2.0]}, xlabel="x", ylabel="y", dodge="wide"),
+     TypeError, "plot_points: dodge must be a bool or a float in"),
 ])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _png_size(fig: Figure) -> tuple[int, int]:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")          # no dpi given: the figure's own
+    width, height = struct.unpack(">II", buf.getvalue()[16:24])     # the IHDR chunk
+    return width, height
+
+
+@pytest.mark.parametrize("make", [
+    lambda: new_figure(1, 2)[0],
+    lambda: plot_curves([0, 1], {"a": [[0.0, 1.0], [1.0, 2.0]]}, xlabel="x (a.u.)",
+                        ylabel="y (a.u.)"),
+    lambda: plot_percentiles([0, 1], {"a": [[0, 1, 2], [1, 2, 3]]}, xlabel="x (a.u.)",
+                             ylabel="y (a.u.)"),
+    lambda: plot_points(["a", "b"], {"s": [[0.0, 1.0], [1.0, 2.0]]}, xlabel="x (a.u.)",
+                        ylabel="y (a.u.)"),
+], ids=["new_figure", "plot_curves", "plot_percentiles", "plot_points"])
+def test_figures_render_at_150_dpi(make):
+    fig = make()
+    assert DPI == 150 and fig.get_dpi() == DPI
+    width_in, height_in = fig.get_size_inches()
+    assert _png_size(fig) == (round(width_in * DPI), round(height_in * DPI))
+
+
+def test_new_figure_takes_another_dpi():
+    fig, _ = new_figure(dpi=72)
+    width_in, height_in = fig.get_size_inches()
+    assert fig.get_dpi() == 72 and _png_size(fig) == (round(width_in * 72), round(height_in * 72))
+
+
+# --------------------------------------------------------------------------- dodge
+
+
+def _series_x(ax) -> list[np.ndarray]:
+    """x positions of each series' error bars (their vertical segments), in series order."""
+    return [np.array([seg[0, 0] for seg in c.lines[2][0].get_segments()])
+            for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def _three_series(rng):
+    return {name: rng.uniform(size=(4, 3)) for name in ("no BN", "BN before", "BN after")}
+
+
+def test_plot_points_dodges_series_so_error_bars_do_not_overlap_by_default(rng):
+    series = _three_series(rng)
+    kwargs = dict(xlabel="activation", ylabel="test accuracy (fraction)")
+    default = _series_x(plot_points(["a", "b", "c"], series, **kwargs).axes[0])
+    assert len(default) == 3
+    # Backward compatible: dodge=True is what plot_points always did.
+    for x, x_true in zip(default, _series_x(plot_points(["a", "b", "c"], series, dodge=True,
+                                                        **kwargs).axes[0])):
+        np.testing.assert_array_equal(x, x_true)
+    centres = np.arange(3)
+    np.testing.assert_allclose(np.mean(default, axis=0), centres)       # centred on the tick
+    gaps = np.diff(np.array(default), axis=0)                           # (series - 1, C)
+    np.testing.assert_allclose(gaps, 0.8 / 3)                           # even, in series order
+    assert np.all(np.abs(np.array(default) - centres) < 0.5)            # within its category
+
+
+@pytest.mark.parametrize("dodge", [0.3, 1.0, False, 0])
+def test_plot_points_dodge_sets_the_spread_of_the_series(dodge, rng):
+    series = _three_series(rng)
+    ax = plot_points(["a", "b", "c"], series, xlabel="activation", dodge=dodge,
+                     ylabel="test accuracy (fraction)").axes[0]
+    xs = np.array(_series_x(ax))
+    np.testing.assert_allclose(xs.mean(axis=0), np.arange(3))
+    np.testing.assert_allclose(np.diff(xs, axis=0), float(dodge) / 3, atol=1e-15)
+
+
+def test_plot_points_keeps_one_series_centred_and_bars_dodged(rng):
+    one = plot_points(["a", "b"], {"BN": rng.uniform(size=(3, 2))}, xlabel="placement",
+                      ylabel="test accuracy (fraction)", dodge=0.5).axes[0]
+    np.testing.assert_allclose(_series_x(one)[0], [0.0, 1.0])
+    series = _three_series(rng)
+    bars = plot_points(["a", "b", "c"], series, xlabel="activation", kind="bar",
+                       ylabel="test accuracy (fraction)").axes[0]
+    xs = np.array(_series_x(bars))
+    centres = np.array([p.get_x() + p.get_width() / 2 for p in bars.patches]).reshape(3, 3)
+    np.testing.assert_allclose(centres, xs)                  # each bar carries its error bar
+    widths = np.array([p.get_width() for p in bars.patches])
+    assert np.all(np.diff(xs, axis=0) >= widths.max())      # neighbouring bars do not overlap

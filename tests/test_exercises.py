@@ -473,7 +473,9 @@ def test_sandbox_ends_the_child_on_forbidden_operations(source, message):
 def test_sandbox_limits_time_output_and_memory():
     loop = _run("def mean_var(x):\n    while True:\n        pass\n",
                 limits=Limits(timeout=1.0))
-    assert loop.status == "timeout" and 1.0 <= loop.wall_s < 5.0
+    # Stopped by the wall-clock or the CPU-time limit, whichever fires first on a
+    # loaded machine; the bound only guards against a hang, it is not a timing test.
+    assert loop.status == "timeout" and loop.wall_s < 30.0
     flood = _run("print('x' * 5000)\ndef mean_var(x):\n    return 1\n",
                  limits=Limits(max_output_bytes=4000))
     assert flood.status == "flood"

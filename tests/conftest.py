@@ -1,7 +1,13 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and settings."""
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw their examples from a fixed seed, so every run (and CI) checks the
+# same cases and a failure reproduces; no example database is written to disk.
+settings.register_profile("bncourse", derandomize=True, database=None, print_blob=True)
+settings.load_profile("bncourse")
 
 
 @pytest.fixture

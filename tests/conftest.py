@@ -8,6 +8,9 @@ from hypothesis import settings
 # same cases and a failure reproduces; no example database is written to disk.
 settings.register_profile("bncourse", derandomize=True, database=None, print_blob=True)
 settings.load_profile("bncourse")
+# A wider random search for local use: pytest --hypothesis-profile=explore
+settings.register_profile("explore", derandomize=False, database=None, max_examples=1000,
+                          print_blob=True)
 
 
 @pytest.fixture

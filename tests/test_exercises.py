@@ -147,6 +147,20 @@ def test_every_mistake_fails_with_its_own_hint_and_fails_grading(exercise_id):
         assert result.status == "failed"
         assert any(mistake.hint in v.hints for v in result.verdicts), mistake.hint
         assert mistake.hint in result.report
+        # the learner sees it: the mistake fails a visible case, and every visible case it
+        # fails carries its hint (an exception is a mistake that only exists for some inputs)
+        caught = False
+        for case in ex.cases("visible"):
+            try:
+                with np.errstate(all="ignore"):
+                    got = case.call(mistake.fn)
+            except ValueError:
+                continue
+            verdict = judge_output(ex, case, got, ex.expected_output(case))
+            if not verdict.passed:
+                caught = True
+                assert mistake.hint in verdict.hints, (case.describe(), verdict.hints)
+        assert caught, "the mistake passes every visible case"
         hidden_ok = []
         for case in ex.cases("hidden"):
             try:

@@ -44,14 +44,6 @@ def test_two_exercises_registered_for_this_chapter():
         assert ex.function == SOLUTIONS[ex.id][0].__name__
 
 
-@pytest.mark.parametrize("exercise_id", IDS)
-def test_reference_passes_every_case(exercise_id):
-    ex = get_exercise(exercise_id)
-    for case in ex.cases("all"):
-        verdict = judge_output(ex, case, case.call(ex.reference), ex.expected_output(case))
-        assert verdict.passed, (case.describe(), verdict.problems)
-
-
 @pytest.mark.parametrize("exercise_id,solution", [
     (ex_id, fn) for ex_id, fns in SOLUTIONS.items() for fn in fns])
 def test_plain_numpy_solutions_pass_every_case(exercise_id, solution):
@@ -83,24 +75,6 @@ def test_cases_include_a_square_weight_and_hidden_shapes_are_new(exercise_id):
               for which in ("visible", "hidden")}
     assert shapes["hidden"] - shapes["visible"]
     assert any(s[0] == s[1] for s in shapes["visible"])   # a transposed scale shows up only there
-
-
-@pytest.mark.parametrize("exercise_id,index", [
-    (ex.id, i) for ex in EXERCISES for i in range(len(ex.mistakes))])
-def test_each_mistake_fails_a_visible_case_and_gets_its_hint(exercise_id, index):
-    ex = get_exercise(exercise_id)
-    mistake = ex.mistakes[index]
-    caught = False
-    for case in ex.cases("visible"):
-        try:
-            got = case.call(mistake.fn)
-        except ValueError:
-            continue                # scaling the wrong axis only runs for a square W
-        verdict = judge_output(ex, case, got, ex.expected_output(case))
-        if not verdict.passed:
-            caught = True
-            assert mistake.hint in verdict.hints, (case.describe(), verdict.hints)
-    assert caught, "the mistake passes every visible case"
 
 
 @pytest.mark.parametrize("exercise_id", IDS)

@@ -50,14 +50,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import numbers
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncourse._checks import _fail, check_array
+from bncourse._checks import _fail, check_array, check_int
 from bncourse.models import make_mlp, weight_layers
 
 __all__ = ["weight_gradient_norms", "growth_factor", "measure_growth", "Growth",
@@ -122,14 +121,6 @@ def growth_factor(norms) -> tuple[float, float]:
     return float(ratio), float(ratio ** (1.0 / (g.size - 1)))
 
 
-def _check_positive_int(func: str, arg: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, f"an int >= {low}", f"{type(value).__name__} {value!r}", TypeError)
-    if value < low:
-        _fail(func, arg, f"an int >= {low}", repr(value))
-    return int(value)
-
-
 def measure_growth(width: int, depth: int, batch_size: int, seed: int = 0, bn: str = "before",
                    activation: str = "relu", init_scale="he", num_classes: int = 10) -> Growth:
     """Per-layer weight-gradient norms of a fresh ``depth x width`` MLP on one Gaussian batch.
@@ -153,11 +144,11 @@ def measure_growth(width: int, depth: int, batch_size: int, seed: int = 0, bn: s
     (11,)
     """
     func = "measure_growth"
-    width = _check_positive_int(func, "width", width)
-    depth = _check_positive_int(func, "depth", depth)
-    batch_size = _check_positive_int(func, "batch_size", batch_size,
-                                     low=2 if bn != "none" else 1)
-    num_classes = _check_positive_int(func, "num_classes", num_classes, low=2)
+    width = check_int(func, "width", width)
+    depth = check_int(func, "depth", depth)
+    batch_size = check_int(func, "batch_size", batch_size,
+                                     minimum=2 if bn != "none" else 1)
+    num_classes = check_int(func, "num_classes", num_classes, minimum=2)
     model = make_mlp(width, hidden=(width,) * depth, out_features=num_classes,
                      activation=activation, bn=bn, init_scale=init_scale, seed=seed)
     gen = torch.Generator().manual_seed(seed)

@@ -68,7 +68,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bncourse._checks import _fail
+from bncourse._checks import _fail, check_int
 from bncourse.data import Dataset
 from bncourse.models import ACTIVATIONS, make_mlp
 from bncourse.training import History, train
@@ -84,14 +84,6 @@ _ACTIVATION_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
 
 
 # --------------------------------------------------------------------------- specs
-
-def _check_int(func: str, arg: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, "a positive int", f"{type(value).__name__} {value!r}", TypeError)
-    if value <= 0:
-        _fail(func, arg, "a positive int", repr(value))
-    return int(value)
-
 
 def layer_spec(in_features: int, hidden, out_features: int, activation: str = "relu",
                bn: str = "before", dropout: float = 0.0) -> list[tuple]:
@@ -122,8 +114,8 @@ def layer_spec(in_features: int, hidden, out_features: int, activation: str = "r
     placement, or a dropout outside [0, 1).
     """
     func = "layer_spec"
-    in_features = _check_int(func, "in_features", in_features)
-    out_features = _check_int(func, "out_features", out_features)
+    in_features = check_int(func, "in_features", in_features)
+    out_features = check_int(func, "out_features", out_features)
     if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
         hidden = (hidden,)
     try:
@@ -131,7 +123,7 @@ def layer_spec(in_features: int, hidden, out_features: int, activation: str = "r
     except TypeError:
         _fail(func, "hidden", "a sequence of positive ints", f"{type(hidden).__name__}",
               TypeError)
-    hidden = tuple(_check_int(func, "hidden", h) for h in hidden)
+    hidden = tuple(check_int(func, "hidden", h) for h in hidden)
     if activation not in ACTIVATIONS:
         _fail(func, "activation", "one of " + ", ".join(map(repr, ACTIVATIONS)),
               repr(activation))

@@ -41,12 +41,11 @@ Examples
 from __future__ import annotations
 
 import functools
-import numbers
 
 import numpy as np
 from torch import nn
 
-from bncourse._checks import _fail
+from bncourse._checks import _fail, check_int
 from bncourse.data import Dataset
 from bncourse.drift import reference_percentiles
 from bncourse.ics import ics_probe
@@ -82,14 +81,6 @@ def build_model(variant: str, seed: int, init_scale: float = 0.1, shift: float =
     factory = functools.partial(NoisyBatchNorm1d, shift=shift, scale=scale)
     factory(1)                                          # check the noise settings up front
     return make_mlp(64, bn="before", bn_layer=factory, **kwargs)
-
-
-def _check_int(arg: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        _fail("run_shift_experiment", arg, f"an int >= {low}", repr(value),
-              TypeError if not isinstance(value, numbers.Integral) or isinstance(value, bool)
-              else ValueError)
-    return int(value)
 
 
 def run_shift_experiment(variant: str, seed: int, data: Dataset, steps: int = 1000,
@@ -138,9 +129,9 @@ def run_shift_experiment(variant: str, seed: int, data: Dataset, steps: int = 10
         For an unknown variant, non-positive counts, or a reference batch larger
         than the training set.
     """
-    record_every = _check_int("record_every", record_every)
-    heavy_every = _check_int("heavy_every", heavy_every)
-    reference_size = _check_int("reference_size", reference_size)
+    record_every = check_int("run_shift_experiment", "record_every", record_every)
+    heavy_every = check_int("run_shift_experiment", "heavy_every", heavy_every)
+    reference_size = check_int("run_shift_experiment", "reference_size", reference_size)
     if reference_size > data.n_train:
         _fail("run_shift_experiment", "reference_size",
               f"at most the {data.n_train} training samples", repr(reference_size))

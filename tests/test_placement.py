@@ -63,10 +63,10 @@ def test_layer_spec_accepts_an_int_hidden_and_orders_the_block():
     (dict(activation="gelu"), ValueError, "layer_spec: activation must be one of"),
     (dict(bn="middle"), ValueError, "layer_spec: bn must be one of"),
     (dict(dropout=1.0), ValueError, r"layer_spec: dropout must be a float in \[0, 1\)"),
-    (dict(hidden=(4, 0)), ValueError, "layer_spec: hidden must be a positive int, got 0"),
-    (dict(hidden=(4, 2.5)), TypeError, "layer_spec: hidden must be a positive int"),
+    (dict(hidden=(4, 0)), ValueError, "layer_spec: hidden must be an int >= 1, got 0"),
+    (dict(hidden=(4, 2.5)), TypeError, "layer_spec: hidden must be an int >= 1"),
     (dict(hidden=None), TypeError, "layer_spec: hidden must be a sequence"),
-    (dict(in_features=0), ValueError, "layer_spec: in_features must be a positive int"),
+    (dict(in_features=0), ValueError, "layer_spec: in_features must be an int >= 1"),
 ])
 def test_layer_spec_rejects_bad_arguments(kwargs, exc, match):
     args = dict(in_features=4, hidden=(3,), out_features=2, activation="relu", bn="before",

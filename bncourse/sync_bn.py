@@ -78,6 +78,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from bncourse._checks import _fail, check_array, check_momentum, check_num_features, check_positive
+from bncourse.torch_bn import _check_functional_args
 
 __all__ = ["shard_moments", "combine_moments", "combine_sums", "SyncBatchNormFunction",
            "sync_batch_norm", "SyncBatchNorm", "free_port", "run_distributed",
@@ -256,16 +257,6 @@ def _check_input(func: str, x, arg: str = "x") -> None:
         _fail(func, arg, "at least one sample on every rank", f"shape {tuple(x.shape)}")
 
 
-def _check_vector(func: str, arg: str, v, num_channels: int) -> None:
-    if v is None:
-        return
-    if not isinstance(v, torch.Tensor):
-        _fail(func, arg, "a torch.Tensor or None", type(v).__name__, TypeError)
-    if tuple(v.shape) != (num_channels,):
-        _fail(func, arg, f"shape ({num_channels},) to match the channels of x",
-              f"shape {tuple(v.shape)}")
-
-
 def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                     momentum=0.1, eps=1e-5, group=None):
     """Batch norm whose training statistics cover the shards of every rank in ``group``.
@@ -284,19 +275,9 @@ def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, traini
     """
     func = "sync_batch_norm"
     _check_input(func, x)
-    c = x.shape[1]
-    for arg, v in (("running_mean", running_mean), ("running_var", running_var),
-                   ("weight", weight), ("bias", bias)):
-        _check_vector(func, arg, v, c)
-    if (running_mean is None) != (running_var is None):
-        _fail(func, "running_mean and running_var", "both tensors or both None",
-              f"running_mean={type(running_mean).__name__}, "
-              f"running_var={type(running_var).__name__}")
-    eps = check_positive(func, "eps", eps)
-    momentum = check_momentum(func, momentum, allow_none=False)
+    eps, momentum = _check_functional_args(func, x, running_mean, running_var, weight, bias,
+                                           training, momentum, eps)
     if not training:
-        if running_mean is None:
-            _fail(func, "running_mean and running_var", "tensors when training=False", "None")
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(f"{func}: torch.distributed must be initialized "

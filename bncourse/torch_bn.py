@@ -179,6 +179,29 @@ def _check_vector(func: str, arg: str, v, num_channels: int) -> None:
               f"shape {tuple(v.shape)}")
 
 
+def _check_functional_args(func: str, x: torch.Tensor, running_mean, running_var, weight,
+                           bias, training, momentum, eps) -> tuple[float, float]:
+    """Check the arguments that ``F.batch_norm``-like functions share; return (eps, momentum).
+
+    ``x`` has been checked already. Raises the ``ValueError``/``TypeError`` documented by
+    ``batch_norm``: per-channel shapes, both running buffers or neither, ``eps > 0``,
+    ``momentum`` in [0, 1], running buffers present in evaluation.
+    """
+    num_channels = x.shape[1]
+    for arg, v in (("running_mean", running_mean), ("running_var", running_var),
+                   ("weight", weight), ("bias", bias)):
+        _check_vector(func, arg, v, num_channels)
+    if (running_mean is None) != (running_var is None):
+        _fail(func, "running_mean and running_var", "both tensors or both None",
+              f"running_mean={type(running_mean).__name__}, "
+              f"running_var={type(running_var).__name__}")
+    eps = check_positive(func, "eps", eps)
+    momentum = check_momentum(func, momentum, allow_none=False)
+    if not training and running_mean is None:
+        _fail(func, "running_mean and running_var", "tensors when training=False", "None")
+    return eps, momentum
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Batch normalization with the same arguments and behaviour as ``F.batch_norm``.
@@ -214,19 +237,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """
     func = "batch_norm"
     _check_input(func, x, "x")
-    num_channels = x.shape[1]
-    for arg, v in (("running_mean", running_mean), ("running_var", running_var),
-                   ("weight", weight), ("bias", bias)):
-        _check_vector(func, arg, v, num_channels)
-    if (running_mean is None) != (running_var is None):
-        _fail(func, "running_mean and running_var", "both tensors or both None",
-              f"running_mean={type(running_mean).__name__}, "
-              f"running_var={type(running_var).__name__}")
-    eps = check_positive(func, "eps", eps)
-    momentum = check_momentum(func, momentum, allow_none=False)
+    eps, momentum = _check_functional_args(func, x, running_mean, running_var, weight, bias,
+                                           training, momentum, eps)
     if not training:
-        if running_mean is None:
-            _fail(func, "running_mean and running_var", "tensors when training=False", "None")
         return BatchNormFunction.apply(x, weight, bias, eps, running_mean, running_var)
 
     _check_training_size(func, x, "x")

@@ -14,7 +14,7 @@ import numpy as np
 _FLOAT_DTYPES = (np.float32, np.float64)
 
 
-def _fail(func: str, arg: str, expected: str, received: str, exc=ValueError):
+def fail(func: str, arg: str, expected: str, received: str, exc=ValueError):
     raise exc(f"{func}: {arg} must be {expected}, got {received}")
 
 
@@ -27,18 +27,18 @@ def check_array(func: str, arg: str, x, *, ndim=None, min_ndim=None, max_ndim=No
     would hide a mistake.
     """
     if not isinstance(x, np.ndarray):
-        _fail(func, arg, "a numpy.ndarray", f"{type(x).__name__}", TypeError)
+        fail(func, arg, "a numpy.ndarray", f"{type(x).__name__}", TypeError)
     if x.dtype.type not in _FLOAT_DTYPES:
-        _fail(func, arg, "an array of dtype float32 or float64", f"dtype {x.dtype}", TypeError)
+        fail(func, arg, "an array of dtype float32 or float64", f"dtype {x.dtype}", TypeError)
     if ndim is not None and x.ndim != ndim:
-        _fail(func, arg, f"{ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
+        fail(func, arg, f"{ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
     if min_ndim is not None and x.ndim < min_ndim:
-        _fail(func, arg, f"at least {min_ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
+        fail(func, arg, f"at least {min_ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
     if max_ndim is not None and x.ndim > max_ndim:
-        _fail(func, arg, f"at most {max_ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
+        fail(func, arg, f"at most {max_ndim}-D", f"shape {x.shape} ({x.ndim}-D)")
     if finite and not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        _fail(func, arg, "finite (no NaN or inf)", f"{bad} non-finite value(s)")
+        fail(func, arg, "finite (no NaN or inf)", f"{bad} non-finite value(s)")
     return x
 
 
@@ -50,10 +50,10 @@ def check_bn_input(func: str, x, arg: str = "x", *, finite: bool = True) -> np.n
     """
     x = check_array(func, arg, x, finite=finite)
     if not 2 <= x.ndim <= 5:
-        _fail(func, arg, "2-D to 5-D with channels on axis 1 ((N, C), (N, C, L), "
+        fail(func, arg, "2-D to 5-D with channels on axis 1 ((N, C), (N, C, L), "
               "(N, C, H, W) or (N, C, D, H, W))", f"shape {x.shape} ({x.ndim}-D)")
     if x.shape[1] == 0:
-        _fail(func, arg, "at least one channel on axis 1", f"shape {x.shape}")
+        fail(func, arg, "at least one channel on axis 1", f"shape {x.shape}")
     return x
 
 
@@ -61,7 +61,7 @@ def check_training_size(func: str, x: np.ndarray, arg: str = "x") -> int:
     """Return m = values per channel; training needs more than one (as torch)."""
     m = x.size // x.shape[1]
     if m <= 1:
-        _fail(func, arg, "more than 1 value per channel in training mode",
+        fail(func, arg, "more than 1 value per channel in training mode",
               f"shape {x.shape} ({m} value per channel)")
     return m
 
@@ -72,10 +72,10 @@ def check_channel_vector(func: str, arg: str, v, num_channels: int, dtype=None,
     if v is None:
         if allow_none:
             return None
-        _fail(func, arg, f"an array of shape ({num_channels},)", "None", TypeError)
+        fail(func, arg, f"an array of shape ({num_channels},)", "None", TypeError)
     v = check_array(func, arg, v)
     if v.shape != (num_channels,):
-        _fail(func, arg, f"shape ({num_channels},) to match the {num_channels} channel(s) of x",
+        fail(func, arg, f"shape ({num_channels},) to match the {num_channels} channel(s) of x",
               f"shape {v.shape}")
     return v
 
@@ -83,9 +83,9 @@ def check_channel_vector(func: str, arg: str, v, num_channels: int, dtype=None,
 def check_positive(func: str, arg: str, value) -> float:
     """Check a positive real number (eps)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(func, arg, "a positive float", f"{type(value).__name__} {value!r}", TypeError)
+        fail(func, arg, "a positive float", f"{type(value).__name__} {value!r}", TypeError)
     if not np.isfinite(value) or value <= 0:
-        _fail(func, arg, "a positive float", repr(value))
+        fail(func, arg, "a positive float", repr(value))
     return float(value)
 
 
@@ -94,12 +94,12 @@ def check_momentum(func: str, value, allow_none: bool = True):
     if value is None:
         if allow_none:
             return None
-        _fail(func, "momentum", "a float in [0, 1]", "None", TypeError)
+        fail(func, "momentum", "a float in [0, 1]", "None", TypeError)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(func, "momentum", "a float in [0, 1] or None", f"{type(value).__name__} {value!r}",
+        fail(func, "momentum", "a float in [0, 1] or None", f"{type(value).__name__} {value!r}",
               TypeError)
     if not 0.0 <= value <= 1.0:
-        _fail(func, "momentum", "a float in [0, 1] (torch's weight of the new batch)",
+        fail(func, "momentum", "a float in [0, 1] (torch's weight of the new batch)",
               repr(value))
     return float(value)
 
@@ -107,10 +107,10 @@ def check_momentum(func: str, value, allow_none: bool = True):
 def check_num_features(func: str, value) -> int:
     """Check a positive integer channel count."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, "num_features", "a positive int", f"{type(value).__name__} {value!r}",
+        fail(func, "num_features", "a positive int", f"{type(value).__name__} {value!r}",
               TypeError)
     if value <= 0:
-        _fail(func, "num_features", "a positive int", repr(value))
+        fail(func, "num_features", "a positive int", repr(value))
     return int(value)
 
 
@@ -118,31 +118,31 @@ def check_fraction(func: str, arg: str, value, *, include_one: bool = False) -> 
     """Check a real number in [0, 1) (or [0, 1] with ``include_one``), e.g. a decay rate."""
     interval = "[0, 1]" if include_one else "[0, 1)"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(func, arg, f"a float in {interval}", f"{type(value).__name__} {value!r}", TypeError)
+        fail(func, arg, f"a float in {interval}", f"{type(value).__name__} {value!r}", TypeError)
     upper_ok = value <= 1.0 if include_one else value < 1.0
     if not (0.0 <= value and upper_ok):
-        _fail(func, arg, f"a float in {interval}", repr(value))
+        fail(func, arg, f"a float in {interval}", repr(value))
     return float(value)
 
 
 def check_shape(func: str, arg: str, x: np.ndarray, shape: tuple, what: str) -> np.ndarray:
     """Check that ``x.shape == shape``; ``what`` says where the expected shape comes from."""
     if x.shape != tuple(shape):
-        _fail(func, arg, f"shape {tuple(shape)} ({what})", f"shape {x.shape}")
+        fail(func, arg, f"shape {tuple(shape)} ({what})", f"shape {x.shape}")
     return x
 
 
 def check_callable(func: str, arg: str, f):
     """Check that ``f`` can be called."""
     if not callable(f):
-        _fail(func, arg, "callable", f"{type(f).__name__} {f!r}", TypeError)
+        fail(func, arg, "callable", f"{type(f).__name__} {f!r}", TypeError)
     return f
 
 
 def check_writeable(func: str, arg: str, x: np.ndarray) -> np.ndarray:
     """Check that an array can be updated in place (running buffers)."""
     if not x.flags.writeable:
-        _fail(func, arg, "a writeable array (it is updated in place)", "a read-only array")
+        fail(func, arg, "a writeable array (it is updated in place)", "a read-only array")
     return x
 
 
@@ -157,16 +157,16 @@ def check_finite_sums(func: str, arg: str, x: np.ndarray, *sums) -> None:
     if all(np.all(np.isfinite(s)) for s in sums):
         return
     check_array(func, arg, x, finite=True)
-    _fail(func, arg, f"small enough that its per-channel sums fit in {x.dtype}",
+    fail(func, arg, f"small enough that its per-channel sums fit in {x.dtype}",
           f"values up to {float(np.max(np.abs(x)))!r} (overflow)")
 
 
 def check_int(func: str, arg: str, value, *, minimum: int = 1) -> int:
     """Check an integer count, size or seed: an ``int`` (not a bool) ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, f"an int >= {minimum}", f"{type(value).__name__} {value!r}", TypeError)
+        fail(func, arg, f"an int >= {minimum}", f"{type(value).__name__} {value!r}", TypeError)
     if value < minimum:
-        _fail(func, arg, f"an int >= {minimum}", repr(value))
+        fail(func, arg, f"an int >= {minimum}", repr(value))
     return int(value)
 
 
@@ -177,10 +177,10 @@ def check_model_batch(func: str, model, x, y) -> None:
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        _fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
+        fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
     for arg, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor):
-            _fail(func, arg, "a torch.Tensor", type(t).__name__, TypeError)
+            fail(func, arg, "a torch.Tensor", type(t).__name__, TypeError)
     if x.dim() < 1 or y.dim() < 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        _fail(func, "y", f"a non-empty batch with as many samples as x ({tuple(x.shape)})",
+        fail(func, "y", f"a non-empty batch with as many samples as x ({tuple(x.shape)})",
               f"shape {tuple(y.shape)}")

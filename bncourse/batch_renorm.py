@@ -52,7 +52,7 @@ Public API
 ``BatchRenorm1d``, ``BatchRenorm2d``: modules with BatchNorm's arguments plus
 ``rmax``, ``dmax``, ``warmup_steps``, ``ramp_steps``; ``current_limits()``.
 ``batch_renorm_factory(**kwargs) -> callable(num_features) -> BatchRenorm2d``
-for ``bncourse.models.make_cnn(norm="bn", norm_layer=...)``.
+for ``bncourse.lab.models.make_cnn(norm="bn", norm_layer=...)``.
 
 Examples
 --------
@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bncourse._checks import _fail, check_momentum, check_num_features, check_positive
+from bncourse._checks import fail, check_momentum, check_num_features, check_positive
 
 __all__ = ["renorm_factors", "batch_renorm", "BatchRenorm1d", "BatchRenorm2d",
            "batch_renorm_factory"]
@@ -84,17 +84,17 @@ def _reduce_dims(x: torch.Tensor) -> list[int]:
 
 def _check_limit(func: str, arg: str, value, lowest: float) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(func, arg, f"a float >= {lowest:g}", f"{type(value).__name__} {value!r}", TypeError)
+        fail(func, arg, f"a float >= {lowest:g}", f"{type(value).__name__} {value!r}", TypeError)
     if not value >= lowest or value == float("inf"):
-        _fail(func, arg, f"a finite float >= {lowest:g}", repr(value))
+        fail(func, arg, f"a finite float >= {lowest:g}", repr(value))
     return float(value)
 
 
 def _check_steps(func: str, arg: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(func, arg, "an int >= 0", f"{type(value).__name__} {value!r}", TypeError)
+        fail(func, arg, "an int >= 0", f"{type(value).__name__} {value!r}", TypeError)
     if value < 0:
-        _fail(func, arg, "an int >= 0", repr(value))
+        fail(func, arg, "an int >= 0", repr(value))
     return int(value)
 
 
@@ -119,23 +119,23 @@ def renorm_factors(mean_b, var_b, running_mean, running_var, rmax, dmax, eps=1e-
 
 def _check_input(func: str, x, arg: str = "x") -> None:
     if not isinstance(x, torch.Tensor):
-        _fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
+        fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
     if not x.is_floating_point():
-        _fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
+        fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
     if not 2 <= x.dim() <= 5:
-        _fail(func, arg, "2-D to 5-D with channels on axis 1",
+        fail(func, arg, "2-D to 5-D with channels on axis 1",
               f"shape {tuple(x.shape)} ({x.dim()}-D)")
 
 
 def _check_vector(func: str, arg: str, v, num_channels: int, allow_none: bool) -> None:
     if v is None:
         if not allow_none:
-            _fail(func, arg, f"a tensor of shape ({num_channels},)", "None", TypeError)
+            fail(func, arg, f"a tensor of shape ({num_channels},)", "None", TypeError)
         return
     if not isinstance(v, torch.Tensor):
-        _fail(func, arg, "a torch.Tensor or None", type(v).__name__, TypeError)
+        fail(func, arg, "a torch.Tensor or None", type(v).__name__, TypeError)
     if tuple(v.shape) != (num_channels,):
-        _fail(func, arg, f"shape ({num_channels},) to match the channels of x",
+        fail(func, arg, f"shape ({num_channels},) to match the channels of x",
               f"shape {tuple(v.shape)}")
 
 
@@ -182,7 +182,7 @@ def batch_renorm(x, running_mean, running_var, weight=None, bias=None, training=
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
     m = x.numel() // c
     if m <= 1:
-        _fail(func, "x", "more than 1 value per channel in training mode",
+        fail(func, "x", "more than 1 value per channel in training mode",
               f"shape {tuple(x.shape)} ({m} value per channel)")
     # r and d use the running statistics from BEFORE this batch's update.
     var_b, mean_b = torch.var_mean(x.detach(), dim=_reduce_dims(x), correction=0)
@@ -243,11 +243,11 @@ class _BatchRenorm(nn.Module):
         """Normalize ``x`` (shape kept): corrected batch statistics in training, running in eval."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
-            _fail(name, "input", "a torch.Tensor", type(x).__name__, TypeError)
+            fail(name, "input", "a torch.Tensor", type(x).__name__, TypeError)
         if x.dim() not in self._expected_dims:
-            _fail(name, "input", self._layout, f"shape {tuple(x.shape)} ({x.dim()}-D)")
+            fail(name, "input", self._layout, f"shape {tuple(x.shape)} ({x.dim()}-D)")
         if x.shape[1] != self.num_features:
-            _fail(name, "input", f"{self.num_features} channels on axis 1 "
+            fail(name, "input", f"{self.num_features} channels on axis 1 "
                   f"(num_features={self.num_features})", f"shape {tuple(x.shape)}")
         rmax, dmax = self.current_limits()
         y = batch_renorm(x, self.running_mean, self.running_var, self.weight, self.bias,

@@ -25,13 +25,15 @@ Closed-form backward (``batchnorm_backward``)::
 
 ``batchnorm_backward_graph`` reaches the same numbers node by node.
 ``batch_norm`` mirrors ``torch.nn.functional.batch_norm`` and the layer
-``BatchNorm`` (in :mod:`bncourse.layer`, re-exported here) mirrors
-``torch.nn.BatchNorm1d/2d/3d``.
+``BatchNorm`` mirrors ``torch.nn.BatchNorm1d/2d/3d``: the layer owns the
+state (parameters, running buffers, mode) and decides which statistics to
+use, the functions compute. Speed-only kernels (long NumPy loops, BLAS
+column sums, the corrected two-pass statistics) live in
+:mod:`bncourse._kernels`; they return what plain broadcasting would.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +44,13 @@ from bncourse._checks import (
     check_channel_vector,
     check_finite_sums,
     check_momentum,
+    check_num_features,
     check_positive,
     check_shape,
     check_training_size,
     check_writeable,
 )
+from bncourse._kernels import batch_statistics, channel_op, channel_sum, per_channel
 
 __all__ = [
     "BatchNorm",
@@ -90,90 +94,6 @@ class BatchNormCache:
         return self.x_hat.size // self.x_hat.shape[1]
 
 
-def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
-    """View a ``(C,)`` vector as ``(1, C, 1, ...)`` for broadcasting against ``ndim``-D data."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
-
-
-# Values per innermost NumPy loop beyond which the loop's fixed cost is negligible (measured).
-_MIN_RUN = 16384
-
-
-def _channel_op(ufunc, a: np.ndarray, v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``ufunc(a, v, out=out)`` for data ``a`` (N, C, *S) and ``v`` of shape (1, C, 1, ...).
-
-    Speed only, the values are those of plain broadcasting. Broadcast
-    against ``v``, NumPy's innermost loop runs over one channel's ``S`` values
-    (or, for 2-D input, one row of C values) at a time, with a fixed cost per
-    run: on (512, 1024) float32 a pass takes 1.7 times as long as with long
-    runs. So ``v`` is spelled out over a block of ``rows`` whole samples (at
-    least ``_MIN_RUN`` values) and the arrays are viewed as rows of such
-    blocks, ``(N / rows, rows * C * prod(S))``: each run covers a block.
-    """
-    if out is None:
-        out = np.empty(a.shape, dtype=np.result_type(a, v))  # C order: its reshape is a view
-    n, sample = a.shape[0], math.prod(a.shape[1:])
-    rows = -(-_MIN_RUN // max(sample, 1))  # samples per block, rounded up
-    if a.size == 0 or n % rows or not out.flags.c_contiguous:  # plain broadcasting
-        return ufunc(a, v, out=out)
-    block = np.broadcast_to(v, (rows,) + a.shape[1:]).reshape(1, -1)  # a copy: spelled out
-    ufunc(a.reshape(n // rows, -1), block, out=out.reshape(n // rows, -1))
-    return out
-
-
-def _channel_sum(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Sum of ``a`` (or of ``a * b``, without a temporary) over every axis but 1: shape (C,).
-
-    Speed only: einsum runs over (N, C, m) in one call where ``a.sum(axis=(0, 2, 3))``
-    is about three times slower. For 2-D input the column sums are one
-    matrix-vector product ``ones @ a``: BLAS is faster than ``a.sum(axis=0)``
-    and, accumulating in blocks, about three times more accurate in float32.
-    """
-    if b is None and a.ndim == 2:
-        return np.ones(a.shape[0], dtype=a.dtype) @ a
-    a3 = a.reshape(a.shape[0], a.shape[1], -1)
-    if b is None:
-        return np.einsum("ncm->c", a3)
-    return np.einsum("ncm,ncm->c", a3, b.reshape(a3.shape))
-
-
-# The batch mean of x_hat may stay off zero by at most this many float spacings (eps:
-# 1.2e-7 in float32, 2.2e-16 in float64) before removing it earns a pass over the data.
-_MEAN_TOLERANCE_EPS = 32
-
-
-def _batch_statistics(x: np.ndarray):
-    """Return ``(x - mean, mean, var)``: biased per-channel statistics, computed in ``x.dtype``.
-
-    A corrected two-pass algorithm. The naive ``E[x^2] - E[x]^2`` cancels
-    catastrophically when the mean is large against the spread (mean 1e4,
-    std 0.1 in float32 leaves no correct digit), so the variance is taken from
-    centred values. And in float32 the first mean itself is off: the running
-    sum of m values near 1e4 is held with a step of about m * 1e-3, so the
-    mean of the residuals, ``correction``, is added to it.
-
-    Subtracting ``correction`` from the centred values costs a whole pass over
-    the data. Usually it is a few eps times the spread, below what rounding
-    already does to ``x_hat``, so the pass runs only when some channel's
-    correction exceeds ``_MEAN_TOLERANCE_EPS`` eps in units of the spread
-    (the units of ``x_hat``).
-    """
-    m = x.size // x.shape[1]
-    mean = _per_channel(_channel_sum(x) / m, x.ndim)
-    # x - mean: x and mean share their leading digits, so little is lost here
-    x_centered = _channel_op(np.subtract, x, mean)
-    correction = _per_channel(_channel_sum(x_centered) / m, x.ndim)
-    mean_square = _per_channel(_channel_sum(x_centered, x_centered) / m, x.ndim)
-    # Exact: sum((xc - correction)**2) = sum(xc**2) - m * correction**2 for xc = x_centered.
-    # It loses digits only when correction nears the spread, and by then the rounding of x
-    # itself is a sizeable part of the spread. The clip: rounding below 0 (constant channel).
-    var = np.maximum(mean_square - correction**2, 0.0)
-    tolerance = _MEAN_TOLERANCE_EPS * np.finfo(x.dtype).eps
-    if np.any(np.abs(correction) > tolerance * np.sqrt(mean_square)):
-        _channel_op(np.subtract, x_centered, correction, out=x_centered)
-    return x_centered, mean + correction, var
-
-
 def _affine(x_hat: np.ndarray, gamma, beta):
     """Return ``(y, gamma_b)``: ``y = gamma * x_hat + beta`` (a missing scale is 1, shift 0)."""
     dtype, ndim = x_hat.dtype, x_hat.ndim
@@ -181,10 +101,10 @@ def _affine(x_hat: np.ndarray, gamma, beta):
         gamma_b = np.ones((1, x_hat.shape[1]) + (1,) * (ndim - 2), dtype=dtype)
         y = x_hat.copy()  # never hand out the cached x_hat itself
     else:
-        gamma_b = _per_channel(gamma.astype(dtype, copy=False), ndim)
-        y = _channel_op(np.multiply, x_hat, gamma_b)
+        gamma_b = per_channel(gamma.astype(dtype, copy=False), ndim)
+        y = channel_op(np.multiply, x_hat, gamma_b)
     if beta is not None:
-        _channel_op(np.add, y, _per_channel(beta.astype(dtype, copy=False), ndim), out=y)
+        channel_op(np.add, y, per_channel(beta.astype(dtype, copy=False), ndim), out=y)
     return y, gamma_b
 
 
@@ -195,10 +115,10 @@ def _train_forward(func, x, gamma, beta, eps):
     which is read off its statistics (cheaper than a separate scan).
     """
     with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below
-        x_centered, mean, var = _batch_statistics(x)
+        x_centered, mean, var = batch_statistics(x)
     check_finite_sums(func, "x", x, mean, var)
     inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = _channel_op(np.multiply, x_centered, inv_std, out=x_centered)  # ours: reuse it
+    x_hat = channel_op(np.multiply, x_centered, inv_std, out=x_centered)  # ours: reuse it
     y, gamma_b = _affine(x_hat, gamma, beta)
     axes = (0, *range(2, x.ndim))
     cache = BatchNormCache(x_hat, inv_std, gamma_b, axes, batch_stats=True)
@@ -208,8 +128,8 @@ def _train_forward(func, x, gamma, beta, eps):
 def _eval_forward(x, mean, var, gamma, beta, eps):
     """Forward with given (running) statistics, without checks: ``(y, cache)``."""
     dtype, ndim = x.dtype, x.ndim
-    mean_b = _per_channel(mean.astype(dtype, copy=False), ndim)
-    inv_std = 1.0 / np.sqrt(_per_channel(var.astype(dtype, copy=False), ndim) + eps)
+    mean_b = per_channel(mean.astype(dtype, copy=False), ndim)
+    inv_std = 1.0 / np.sqrt(per_channel(var.astype(dtype, copy=False), ndim) + eps)
     x_hat = x - mean_b
     x_hat *= inv_std
     y, gamma_b = _affine(x_hat, gamma, beta)
@@ -306,25 +226,21 @@ def batchnorm_backward(dy, cache):
     ValueError
         ``dy`` does not have the shape of ``x``, or is not finite.
     """
-    return _closed_form_backward("batchnorm_backward", dy, cache)
-
-
-def _closed_form_backward(func: str, dy, cache):
-    """:func:`batchnorm_backward` with the caller's name in error messages."""
+    func = "batchnorm_backward"
     dy = _check_backward_args(func, dy, cache)
     x_hat, inv_std, gamma = cache.x_hat, cache.inv_std, cache.gamma
     ndim, m = x_hat.ndim, cache.m
     with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below
-        dbeta = _channel_sum(dy)
-        dgamma = _channel_sum(dy, x_hat)
+        dbeta = channel_sum(dy)
+        dgamma = channel_sum(dy, x_hat)
     check_finite_sums(func, "dy", dy, dbeta, dgamma)
     if not cache.batch_stats:
         return dy * (gamma * inv_std), dgamma, dbeta
     # dx = gamma * inv_std * (dy - (x_hat * dgamma + dbeta) / m), built in one buffer
-    dx = _channel_op(np.multiply, x_hat, _per_channel(dgamma / m, ndim))
-    _channel_op(np.add, dx, _per_channel(dbeta / m, ndim), out=dx)
+    dx = channel_op(np.multiply, x_hat, per_channel(dgamma / m, ndim))
+    channel_op(np.add, dx, per_channel(dbeta / m, ndim), out=dx)
     np.subtract(dy, dx, out=dx)
-    _channel_op(np.multiply, dx, gamma * inv_std, out=dx)
+    channel_op(np.multiply, dx, gamma * inv_std, out=dx)
     return dx, dgamma, dbeta
 
 
@@ -463,11 +379,164 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return y
 
 
-def __getattr__(name):
-    # BatchNorm lives in bncourse.layer, which imports this module; importing it
-    # lazily here keeps both import orders working.
-    if name == "BatchNorm":
-        from bncourse.layer import BatchNorm
+class BatchNorm:
+    """Batch normalization over axis 1, for 2-D to 5-D input (torch's BatchNorm1d/2d/3d).
 
-        return BatchNorm
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Which statistics normalize the input, as in torch:
+    
+    =============================  ==================  =====================
+    mode                           normalize with      running buffers
+    =============================  ==================  =====================
+    ``train()``, tracked           batch statistics    updated
+    ``eval()``, tracked            running buffers     untouched
+    untracked, either mode         batch statistics    (none)
+    =============================  ==================  =====================
+
+    ``y = weight * (x - mean) / sqrt(var + eps) + bias`` with batch statistics
+    in training mode and running statistics in evaluation mode.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of axis 1.
+    eps : float, > 0
+    momentum : float in [0, 1] or None
+        Weight of each new batch in the running statistics:
+        ``running = (1 - momentum) * running + momentum * batch_stat``.
+        None gives the cumulative average, ``momentum = 1 / num_batches_tracked``.
+    affine : bool
+        Learn ``weight`` (init 1) and ``bias`` (init 0); without it both are None.
+    track_running_stats : bool
+        Keep ``running_mean`` (init 0), ``running_var`` (init 1, unbiased
+        estimates) and ``num_batches_tracked``; without it these are None and
+        batch statistics are used in both modes.
+    dtype : numpy float dtype, keyword only
+        dtype of parameters and buffers (default float64, NumPy's default;
+        torch's is float32). The output always has the dtype of the input.
+
+    Attributes
+    ----------
+    weight, bias : ndarray (C,) or None
+    running_mean, running_var : ndarray (C,) or None
+    num_batches_tracked : int or None
+        Training-mode forward calls seen while tracking.
+    training : bool
+    dweight, dbias : ndarray (C,) or None
+        Set by :meth:`backward` (None without ``affine``).
+
+    Examples
+    --------
+    >>> bn = BatchNorm(3)
+    >>> y = bn(np.random.default_rng(0).normal(size=(16, 3, 5)))
+    >>> dx = bn.backward(np.ones_like(y))
+    >>> bn.num_batches_tracked, dx.shape, bn.dweight.shape
+    (1, (16, 3, 5), (3,))
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, *, dtype=np.float64):
+        func = "BatchNorm"
+        self.num_features = check_num_features(func, num_features)
+        self.eps = check_positive(func, "eps", eps)
+        self.momentum = check_momentum(func, momentum)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{func}: dtype must be float32 or float64, got {dtype}")
+        self.dtype = dtype
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.weight = self.bias = None
+        self.running_mean = self.running_var = self.num_batches_tracked = None
+        if self.affine:
+            self.weight = np.empty(self.num_features, dtype)
+            self.bias = np.empty(self.num_features, dtype)
+        if self.track_running_stats:
+            self.running_mean = np.empty(self.num_features, dtype)
+            self.running_var = np.empty(self.num_features, dtype)
+        self.reset_parameters()
+        self.training = True
+        self.dweight = self.dbias = None
+        self._cache = None
+
+    def reset_running_stats(self):
+        """Running mean 0, running variance 1, no batch tracked (as torch)."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0.0
+            self.running_var[...] = 1.0
+            self.num_batches_tracked = 0
+
+    def reset_parameters(self):
+        """Reset the running statistics and set weight 1, bias 0 (as torch)."""
+        self.reset_running_stats()
+        if self.affine:
+            self.weight[...] = 1.0
+            self.bias[...] = 0.0
+
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode; return ``self``."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"BatchNorm.train: mode must be a bool, got {type(mode).__name__} "
+                            f"{mode!r}")
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode; return ``self``."""
+        return self.train(False)
+
+    def forward(self, x):
+        """Normalize ``x`` of shape (N, C, *S); returns ``y`` with its shape and dtype.
+
+        Raises ``ValueError`` when ``x`` is not 2-D to 5-D, does not have
+        ``num_features`` channels on axis 1, is not finite, or has one value
+        per channel where batch statistics are needed; ``TypeError`` when it
+        is not a float32/float64 ndarray.
+        """
+        func = "BatchNorm.forward"
+        x = check_bn_input(func, x)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{func}: x must have num_features={self.num_features} channels "
+                             f"on axis 1, got shape {x.shape}")
+        use_batch_stats = self.training or not self.track_running_stats
+        update = self.training and self.track_running_stats
+        momentum = 0.0  # unused unless the buffers are updated
+        if update:
+            if self.momentum is None:  # cumulative average over every batch seen
+                momentum = 1.0 / (self.num_batches_tracked + 1)
+            else:
+                momentum = self.momentum
+        pass_buffers = update or not use_batch_stats
+        y, cache = _batch_norm(
+            func, x,
+            self.running_mean if pass_buffers else None,
+            self.running_var if pass_buffers else None,
+            self.weight, self.bias, use_batch_stats, momentum, self.eps)
+        if update:  # counted after the checks passed (torch counts before them)
+            self.num_batches_tracked += 1
+        self._cache = cache
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy):
+        """Return ``dx`` for the last forward call; set ``dweight`` and ``dbias``.
+
+        In training mode (or untracked) the gradient flows through the batch
+        statistics; in evaluation mode they are constants.
+
+        Raises ``ValueError`` before any forward call or when ``dy`` does not
+        have the shape of the last input; ``TypeError`` for a non-float ``dy``.
+        """
+        if self._cache is None:
+            raise ValueError("BatchNorm.backward: forward must be called before backward, "
+                             "got no cached forward pass")
+        _check_backward_args("BatchNorm.backward", dy, self._cache)
+        dx, dgamma, dbeta = batchnorm_backward(dy, self._cache)
+        if self.affine:
+            self.dweight = dgamma.astype(self.weight.dtype, copy=False)
+            self.dbias = dbeta.astype(self.bias.dtype, copy=False)
+        return dx
+
+    def __repr__(self):
+        return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats})")

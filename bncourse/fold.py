@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from bncourse import torch_bn
-from bncourse._checks import _fail
+from bncourse._checks import fail
 
 __all__ = ["fold_batchnorm", "fold_sequential", "fold_batchnorm_into_next"]
 
@@ -74,24 +74,24 @@ def _check_pair(func: str, layer, bn) -> None:
     """Raise unless ``bn(layer(x))`` can be written as one layer of ``layer``'s type."""
     layer_rank = _layer_rank(layer)
     if layer_rank is None:
-        _fail(func, "layer", "an nn.Linear, nn.Conv1d, nn.Conv2d or nn.Conv3d",
+        fail(func, "layer", "an nn.Linear, nn.Conv1d, nn.Conv2d or nn.Conv3d",
               type(layer).__name__, TypeError)
     bn_rank = _bn_rank(bn)
     if bn_rank is None:
-        _fail(func, "bn", "a BatchNorm1d, BatchNorm2d or BatchNorm3d (torch.nn or "
+        fail(func, "bn", "a BatchNorm1d, BatchNorm2d or BatchNorm3d (torch.nn or "
               "bncourse.torch_bn)", type(bn).__name__, TypeError)
     if bn_rank != layer_rank:
-        _fail(func, "bn", f"a BatchNorm{layer_rank}d to follow {type(layer).__name__}",
+        fail(func, "bn", f"a BatchNorm{layer_rank}d to follow {type(layer).__name__}",
               type(bn).__name__)
     if isinstance(layer.weight, nn.parameter.UninitializedParameter):
-        _fail(func, "layer", "initialised (run a lazy module once first)",
+        fail(func, "layer", "initialised (run a lazy module once first)",
               f"uninitialised {type(layer).__name__}")
     channels = _out_channels(layer)
     if bn.num_features != channels:
-        _fail(func, "bn", f"num_features={channels} to match the output channels of layer",
+        fail(func, "bn", f"num_features={channels} to match the output channels of layer",
               f"num_features={bn.num_features}")
     if bn.running_mean is None or bn.running_var is None:
-        _fail(func, "bn", "a BatchNorm with running statistics (track_running_stats=True); "
+        fail(func, "bn", "a BatchNorm with running statistics (track_running_stats=True); "
               "without them evaluation uses batch statistics, which no fixed layer reproduces",
               "track_running_stats=False")
 
@@ -216,9 +216,9 @@ def fold_sequential(model: nn.Sequential) -> nn.Sequential:
     """
     func = "fold_sequential"
     if not isinstance(model, nn.Sequential):
-        _fail(func, "model", "an nn.Sequential", type(model).__name__, TypeError)
+        fail(func, "model", "an nn.Sequential", type(model).__name__, TypeError)
     if not _is_plain_sequential(model):
-        _fail(func, "model", "an nn.Sequential that does not override forward",
+        fail(func, "model", "an nn.Sequential that does not override forward",
               type(model).__name__, TypeError)
     # Copy once, so modules shared inside the model stay shared in the copy.
     return _fold_children(copy.deepcopy(model)).eval()
@@ -250,15 +250,15 @@ def fold_batchnorm_into_next(bn: nn.Module, layer: nn.Module) -> nn.Linear:
     """
     func = "fold_batchnorm_into_next"
     if _bn_rank(bn) != 1:
-        _fail(func, "bn", "a BatchNorm1d (torch.nn or bncourse.torch_bn)", type(bn).__name__,
+        fail(func, "bn", "a BatchNorm1d (torch.nn or bncourse.torch_bn)", type(bn).__name__,
               TypeError)
     if not isinstance(layer, nn.Linear):
-        _fail(func, "layer", "an nn.Linear", type(layer).__name__, TypeError)
+        fail(func, "layer", "an nn.Linear", type(layer).__name__, TypeError)
     if bn.num_features != layer.in_features:
-        _fail(func, "bn", f"num_features={layer.in_features} to match the input features of "
+        fail(func, "bn", f"num_features={layer.in_features} to match the input features of "
               "layer", f"num_features={bn.num_features}")
     if bn.running_mean is None or bn.running_var is None:
-        _fail(func, "bn", "a BatchNorm with running statistics (track_running_stats=True)",
+        fail(func, "bn", "a BatchNorm with running statistics (track_running_stats=True)",
               "track_running_stats=False")
     with torch.no_grad():
         weight, b = _layer_f64(layer)

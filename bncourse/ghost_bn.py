@@ -57,7 +57,7 @@ Public API
  track_running_stats=True)``
     A subclass of ``torch.nn.BatchNorm1d`` (same parameters, buffers and
     state-dict keys) for ``(N, C)`` or ``(N, C, L)`` input. Use it with
-    ``bncourse.models.make_mlp(..., bn_layer=ghost_bn_factory(g))``.
+    ``bncourse.lab.models.make_mlp(..., bn_layer=ghost_bn_factory(g))``.
 ``ghost_bn_factory(ghost_size, **kwargs) -> callable(num_features) -> GhostBatchNorm1d``
 ``per_ghost_momentum(momentum, num_ghosts) -> float``
     The momentum per ghost batch that gives the running averages the same
@@ -82,7 +82,7 @@ import numbers
 import torch
 from torch import nn
 
-from bncourse._checks import _fail, check_momentum
+from bncourse._checks import fail, check_momentum
 
 __all__ = ["ghost_batch_norm", "GhostBatchNorm1d", "ghost_bn_factory", "per_ghost_momentum",
            "running_weights"]
@@ -90,18 +90,18 @@ __all__ = ["ghost_batch_norm", "GhostBatchNorm1d", "ghost_bn_factory", "per_ghos
 
 def _check_ghost_size(func: str, ghost_size) -> int:
     if isinstance(ghost_size, bool) or not isinstance(ghost_size, numbers.Integral):
-        _fail(func, "ghost_size", "a positive int", f"{type(ghost_size).__name__} "
+        fail(func, "ghost_size", "a positive int", f"{type(ghost_size).__name__} "
               f"{ghost_size!r}", TypeError)
     if ghost_size <= 0:
-        _fail(func, "ghost_size", "a positive int", repr(ghost_size))
+        fail(func, "ghost_size", "a positive int", repr(ghost_size))
     return int(ghost_size)
 
 
 def _check_input(func: str, x) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        _fail(func, "x", "a torch.Tensor", type(x).__name__, TypeError)
+        fail(func, "x", "a torch.Tensor", type(x).__name__, TypeError)
     if x.dim() not in (2, 3):
-        _fail(func, "x", "2-D (N, C) or 3-D (N, C, L)", f"shape {tuple(x.shape)} "
+        fail(func, "x", "2-D (N, C) or 3-D (N, C, L)", f"shape {tuple(x.shape)} "
               f"({x.dim()}-D)")
     return x
 
@@ -112,7 +112,7 @@ def _ghost_count(func: str, x: torch.Tensor, ghost_size: int) -> int:
     if n <= ghost_size:
         return 1
     if n % ghost_size:
-        _fail(func, "x", f"a batch whose size is a multiple of ghost_size={ghost_size} "
+        fail(func, "x", f"a batch whose size is a multiple of ghost_size={ghost_size} "
               "(or at most ghost_size)", f"batch size {n}")
     return n // ghost_size
 
@@ -146,7 +146,7 @@ def _batch_norm_ghost(x, k, running_mean, running_var, weight, bias, factors, ep
     rest = x.shape[2:]
     m = g * (rest[0] if rest else 1)                          # values per channel per ghost
     if m <= 1:
-        _fail("ghost_batch_norm", "x", "more than 1 value per channel in each ghost batch "
+        fail("ghost_batch_norm", "x", "more than 1 value per channel in each ghost batch "
               "when batch statistics are used", f"shape {tuple(x.shape)} with ghost batches "
               f"of {g} sample(s)")
     # (N, C, *rest) -> (k, g, C, *rest) -> (g, k, C, *rest) -> (g, k * C, *rest)
@@ -294,7 +294,7 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
 def ghost_bn_factory(ghost_size: int, **kwargs):
     """A ``bn_layer`` factory for ``make_mlp``: ``num_features -> GhostBatchNorm1d``.
 
-    >>> from bncourse.models import make_mlp
+    >>> from bncourse.lab.models import make_mlp
     >>> net = make_mlp(64, hidden=(16,), bn="before", bn_layer=ghost_bn_factory(8))
     >>> type(net.norm1).__name__, net.norm1.ghost_size
     ('GhostBatchNorm1d', 8)
@@ -323,7 +323,7 @@ def per_ghost_momentum(momentum: float, num_ghosts: int) -> float:
     momentum = check_momentum("per_ghost_momentum", momentum, allow_none=False)
     if isinstance(num_ghosts, bool) or not isinstance(num_ghosts, numbers.Integral) \
             or num_ghosts < 1:
-        _fail("per_ghost_momentum", "num_ghosts", "a positive int", repr(num_ghosts))
+        fail("per_ghost_momentum", "num_ghosts", "a positive int", repr(num_ghosts))
     if num_ghosts == 1:
         return momentum
     return 1.0 - (1.0 - momentum) ** (1.0 / num_ghosts)

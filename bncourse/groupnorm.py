@@ -62,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bncourse._checks import (
-    _fail,
+    fail,
     check_array,
     check_bn_input,
     check_channel_vector,
@@ -119,10 +119,10 @@ def _normalize_rows(rows: np.ndarray, eps: float):
 
 def _check_num_groups(func: str, num_groups, num_channels: int) -> int:
     if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
-        _fail(func, "num_groups", "a positive int", f"{type(num_groups).__name__} {num_groups!r}",
+        fail(func, "num_groups", "a positive int", f"{type(num_groups).__name__} {num_groups!r}",
               TypeError)
     if num_groups <= 0 or num_channels % num_groups:
-        _fail(func, "num_groups", f"a positive divisor of the {num_channels} channel(s) of x",
+        fail(func, "num_groups", f"a positive divisor of the {num_channels} channel(s) of x",
               repr(num_groups))
     return int(num_groups)
 
@@ -209,15 +209,15 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     func = "layernorm_forward"
     x = check_array(func, "x", x)
     if not 2 <= x.ndim <= 5:
-        _fail(func, "x", "2-D to 5-D", f"shape {x.shape} ({x.ndim}-D)")
+        fail(func, "x", "2-D to 5-D", f"shape {x.shape} ({x.ndim}-D)")
     gamma = check_array(func, "gamma", gamma)
     k = gamma.ndim
     if not 1 <= k < x.ndim or x.shape[x.ndim - k:] != gamma.shape:
-        _fail(func, "gamma", f"of shape x.shape[-k:] for some k in 1..{x.ndim - 1} "
+        fail(func, "gamma", f"of shape x.shape[-k:] for some k in 1..{x.ndim - 1} "
               f"(the normalized trailing axes of x of shape {x.shape})", f"shape {gamma.shape}")
     beta = check_array(func, "beta", beta)
     if beta.shape != gamma.shape:
-        _fail(func, "beta", f"of shape {gamma.shape} (the shape of gamma)", f"shape {beta.shape}")
+        fail(func, "beta", f"of shape {gamma.shape} (the shape of gamma)", f"shape {beta.shape}")
     eps = check_positive(func, "eps", eps)
 
     lead = x.shape[:x.ndim - k]

@@ -30,12 +30,12 @@ Public API
 ``NoisyBatchNorm1d(num_features, shift=1.0, scale=(1.0, 2.0), generator=None, **bn_kwargs)``
     A subclass of ``torch.nn.BatchNorm1d`` (so it is found by code that looks
     for BN layers); input ``(N, C)`` or ``(N, C, L)``. Pass it to
-    ``bncourse.models.make_mlp(..., bn="before", bn_layer=NoisyBatchNorm1d)``
+    ``bncourse.lab.models.make_mlp(..., bn="before", bn_layer=NoisyBatchNorm1d)``
     or ``functools.partial(NoisyBatchNorm1d, shift=0.5)``.
     ``last_shift`` / ``last_scale`` hold the noise of the latest training forward.
 
 Randomness: the noise comes from ``generator`` when one is given, otherwise
-from torch's global generator, which ``bncourse.training.train`` seeds from
+from torch's global generator, which ``bncourse.lab.training.train`` seeds from
 its ``seed`` (inside ``torch.random.fork_rng``), so a training run with noisy
 BN is reproducible.
 
@@ -63,7 +63,7 @@ import numbers
 import torch
 from torch import nn
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 
 __all__ = ["NoisyBatchNorm1d"]
 
@@ -71,7 +71,7 @@ __all__ = ["NoisyBatchNorm1d"]
 def _check_nonneg(func: str, arg: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
             or not math.isfinite(value) or value < 0:
-        _fail(func, arg, "a finite float >= 0", repr(value),
+        fail(func, arg, "a finite float >= 0", repr(value),
               TypeError if isinstance(value, bool) or not isinstance(value, numbers.Real)
               else ValueError)
     return float(value)
@@ -81,14 +81,14 @@ def _check_scale(func: str, scale) -> tuple[float, float]:
     try:
         low, high = scale
     except (TypeError, ValueError):
-        _fail(func, "scale", "a pair (scale_low, scale_high) with 0 < low <= high",
+        fail(func, "scale", "a pair (scale_low, scale_high) with 0 < low <= high",
               repr(scale), TypeError)
     for v in (low, high):
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            _fail(func, "scale", "a pair of finite floats with 0 < low <= high", repr(scale),
+            fail(func, "scale", "a pair of finite floats with 0 < low <= high", repr(scale),
                   TypeError)
     if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
-        _fail(func, "scale", "a pair (scale_low, scale_high) with 0 < low <= high", repr(scale))
+        fail(func, "scale", "a pair (scale_low, scale_high) with 0 < low <= high", repr(scale))
     return float(low), float(high)
 
 
@@ -129,7 +129,7 @@ class NoisyBatchNorm1d(nn.BatchNorm1d):
         self.shift = _check_nonneg(func, "shift", shift)
         self.scale_low, self.scale_high = _check_scale(func, scale)
         if generator is not None and not isinstance(generator, torch.Generator):
-            _fail(func, "generator", "a torch.Generator or None", type(generator).__name__,
+            fail(func, "generator", "a torch.Generator or None", type(generator).__name__,
                   TypeError)
         self.generator = generator
         self.last_shift: torch.Tensor | None = None

@@ -77,8 +77,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from bncourse._checks import _fail, check_array, check_momentum, check_num_features, check_positive
-from bncourse.torch_bn import _check_functional_args
+from bncourse._checks import fail, check_array, check_momentum, check_num_features, check_positive
+from bncourse.torch_bn import check_batch_norm_args
 
 __all__ = ["shard_moments", "combine_moments", "combine_sums", "SyncBatchNormFunction",
            "sync_batch_norm", "SyncBatchNorm", "free_port", "run_distributed",
@@ -164,17 +164,17 @@ def combine_sums(sums, sumsqs, counts):
     sums = check_array(func, "sums", sums, ndim=2)
     sumsqs = check_array(func, "sumsqs", sumsqs, ndim=2)
     if sumsqs.shape != sums.shape:
-        _fail(func, "sumsqs", f"shape {sums.shape} (the shape of sums)", f"shape {sumsqs.shape}")
+        fail(func, "sumsqs", f"shape {sums.shape} (the shape of sums)", f"shape {sumsqs.shape}")
     if not isinstance(counts, np.ndarray):
-        _fail(func, "counts", "a numpy.ndarray", type(counts).__name__, TypeError)
+        fail(func, "counts", "a numpy.ndarray", type(counts).__name__, TypeError)
     if counts.shape != (sums.shape[0],):
-        _fail(func, "counts", f"shape ({sums.shape[0]},) (one count per row of sums)",
+        fail(func, "counts", f"shape ({sums.shape[0]},) (one count per row of sums)",
               f"shape {counts.shape}")
     if counts.dtype.kind not in "iuf" or np.any(counts < 0) or not np.all(np.isfinite(counts)):
-        _fail(func, "counts", "non-negative numbers", repr(counts))
+        fail(func, "counts", "non-negative numbers", repr(counts))
     m = float(counts.sum())
     if m < 2:
-        _fail(func, "counts", "a total of at least 2 values per channel", f"total {m:g}")
+        fail(func, "counts", "a total of at least 2 values per channel", f"total {m:g}")
     dtype = sums.dtype
     mean = sums.sum(axis=0) / dtype.type(m)
     var = sumsqs.sum(axis=0) / dtype.type(m) - mean * mean
@@ -247,14 +247,14 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
 def _check_input(func: str, x, arg: str = "x") -> None:
     if not isinstance(x, torch.Tensor):
-        _fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
+        fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
     if not x.is_floating_point():
-        _fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
+        fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
     if not 2 <= x.dim() <= 5:
-        _fail(func, arg, "2-D to 5-D with channels on axis 1",
+        fail(func, arg, "2-D to 5-D with channels on axis 1",
               f"shape {tuple(x.shape)} ({x.dim()}-D)")
     if x.shape[0] == 0:
-        _fail(func, arg, "at least one sample on every rank", f"shape {tuple(x.shape)}")
+        fail(func, arg, "at least one sample on every rank", f"shape {tuple(x.shape)}")
 
 
 def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -275,7 +275,7 @@ def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, traini
     """
     func = "sync_batch_norm"
     _check_input(func, x)
-    eps, momentum = _check_functional_args(func, x, running_mean, running_var, weight, bias,
+    eps, momentum = check_batch_norm_args(func, x, running_mean, running_var, weight, bias,
                                            training, momentum, eps)
     if not training:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
@@ -286,7 +286,7 @@ def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, traini
     y, mean, var, count = SyncBatchNormFunction.apply(x, weight, bias, eps, group)
     m = int(count)
     if m <= 1:
-        _fail(func, "x", "more than 1 value per channel over all ranks in training mode",
+        fail(func, "x", "more than 1 value per channel over all ranks in training mode",
               f"{m} value per channel")
     if running_mean is not None:
         with torch.no_grad():
@@ -335,7 +335,7 @@ class SyncBatchNorm(nn.Module):
         name = type(self).__name__
         _check_input(name, x, "input")
         if x.shape[1] != self.num_features:
-            _fail(name, "input", f"{self.num_features} channels on axis 1 "
+            fail(name, "input", f"{self.num_features} channels on axis 1 "
                   f"(num_features={self.num_features})", f"shape {tuple(x.shape)}")
         use_batch_stats = self.training or self.running_mean is None
         momentum = 0.0 if self.momentum is None else self.momentum
@@ -400,13 +400,13 @@ def run_distributed(worker, world_size, args=(), timeout=60.0, start_method="spa
     """
     func = "run_distributed"
     if not callable(worker):
-        _fail(func, "worker", "a module-level function", type(worker).__name__, TypeError)
+        fail(func, "worker", "a module-level function", type(worker).__name__, TypeError)
     if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral) \
             or world_size < 1:
-        _fail(func, "world_size", "an int >= 1", repr(world_size))
+        fail(func, "world_size", "an int >= 1", repr(world_size))
     timeout = check_positive(func, "timeout", timeout)
     if start_method not in ("spawn", "fork", "forkserver"):
-        _fail(func, "start_method", '"spawn", "fork" or "forkserver"', repr(start_method))
+        fail(func, "start_method", '"spawn", "fork" or "forkserver"', repr(start_method))
     import torch.multiprocessing as mp
 
     deadline = time.monotonic() + timeout

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from bncourse._checks import _fail, check_momentum, check_num_features, check_positive
+from bncourse._checks import fail, check_momentum, check_num_features, check_positive
 
 __all__ = ["BatchNormFunction", "batch_norm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
@@ -149,14 +149,14 @@ class BatchNormFunction(torch.autograd.Function):
 def _check_input(func: str, x, arg: str = "input") -> torch.Tensor:
     """Check a floating tensor of rank 2 to 5 with at least one channel."""
     if not isinstance(x, torch.Tensor):
-        _fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
+        fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
     if not x.is_floating_point():
-        _fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
+        fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
     if not 2 <= x.dim() <= 5:
-        _fail(func, arg, "2-D to 5-D with channels on axis 1 ((N, C), (N, C, L), "
+        fail(func, arg, "2-D to 5-D with channels on axis 1 ((N, C), (N, C, L), "
               "(N, C, H, W) or (N, C, D, H, W))", f"shape {tuple(x.shape)} ({x.dim()}-D)")
     if x.shape[1] == 0:
-        _fail(func, arg, "at least one channel on axis 1", f"shape {tuple(x.shape)}")
+        fail(func, arg, "at least one channel on axis 1", f"shape {tuple(x.shape)}")
     return x
 
 
@@ -164,7 +164,7 @@ def _check_training_size(func: str, x: torch.Tensor, arg: str = "input") -> None
     """Batch statistics need more than one value per channel (torch raises too)."""
     m = x.numel() // x.shape[1]
     if m <= 1:
-        _fail(func, arg, "more than 1 value per channel when using batch statistics",
+        fail(func, arg, "more than 1 value per channel when using batch statistics",
               f"shape {tuple(x.shape)} ({m} value per channel)")
 
 
@@ -173,13 +173,13 @@ def _check_vector(func: str, arg: str, v, num_channels: int) -> None:
     if v is None:
         return
     if not isinstance(v, torch.Tensor):
-        _fail(func, arg, "a torch.Tensor or None", type(v).__name__, TypeError)
+        fail(func, arg, "a torch.Tensor or None", type(v).__name__, TypeError)
     if tuple(v.shape) != (num_channels,):
-        _fail(func, arg, f"shape ({num_channels},) to match the channels of input",
+        fail(func, arg, f"shape ({num_channels},) to match the channels of input",
               f"shape {tuple(v.shape)}")
 
 
-def _check_functional_args(func: str, x: torch.Tensor, running_mean, running_var, weight,
+def check_batch_norm_args(func: str, x: torch.Tensor, running_mean, running_var, weight,
                            bias, training, momentum, eps) -> tuple[float, float]:
     """Check the arguments that ``F.batch_norm``-like functions share; return (eps, momentum).
 
@@ -192,13 +192,13 @@ def _check_functional_args(func: str, x: torch.Tensor, running_mean, running_var
                    ("weight", weight), ("bias", bias)):
         _check_vector(func, arg, v, num_channels)
     if (running_mean is None) != (running_var is None):
-        _fail(func, "running_mean and running_var", "both tensors or both None",
+        fail(func, "running_mean and running_var", "both tensors or both None",
               f"running_mean={type(running_mean).__name__}, "
               f"running_var={type(running_var).__name__}")
     eps = check_positive(func, "eps", eps)
     momentum = check_momentum(func, momentum, allow_none=False)
     if not training and running_mean is None:
-        _fail(func, "running_mean and running_var", "tensors when training=False", "None")
+        fail(func, "running_mean and running_var", "tensors when training=False", "None")
     return eps, momentum
 
 
@@ -237,7 +237,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """
     func = "batch_norm"
     _check_input(func, x, "x")
-    eps, momentum = _check_functional_args(func, x, running_mean, running_var, weight, bias,
+    eps, momentum = check_batch_norm_args(func, x, running_mean, running_var, weight, bias,
                                            training, momentum, eps)
     if not training:
         return BatchNormFunction.apply(x, weight, bias, eps, running_mean, running_var)
@@ -323,11 +323,11 @@ class _BatchNorm(nn.Module):
     def _check_input_dim(self, x) -> None:
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
-            _fail(name, "input", "a torch.Tensor", type(x).__name__, TypeError)
+            fail(name, "input", "a torch.Tensor", type(x).__name__, TypeError)
         if x.dim() not in self._expected_dims:
-            _fail(name, "input", f"{self._layout}", f"shape {tuple(x.shape)} ({x.dim()}-D)")
+            fail(name, "input", f"{self._layout}", f"shape {tuple(x.shape)} ({x.dim()}-D)")
         if x.shape[1] != self.num_features:
-            _fail(name, "input", f"{self.num_features} channels on axis 1 "
+            fail(name, "input", f"{self.num_features} channels on axis 1 "
                   f"(num_features={self.num_features})", f"shape {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

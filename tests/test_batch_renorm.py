@@ -13,7 +13,7 @@ from bncourse.batch_renorm import (
     batch_renorm_factory,
     renorm_factors,
 )
-from bncourse.models import make_cnn
+from bncourse.lab.models import make_cnn
 
 SHAPES = [(8, 3), (6, 3, 5), (4, 3, 5, 6), (3, 3, 2, 4, 3)]
 SHAPE_IDS = ["2d", "3d", "4d", "5d"]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bncourse._kernels import MEAN_TOLERANCE_EPS, channel_op
 from bncourse.batchnorm import (
     BatchNormCache,
     batch_norm,
@@ -14,7 +15,6 @@ from bncourse.batchnorm import (
     batchnorm_backward_graph,
     batchnorm_forward,
 )
-from bncourse.batchnorm import _MEAN_TOLERANCE_EPS, _channel_op
 from bncourse.gradcheck import numerical_gradient, relative_error
 
 SHAPES = [(8, 3), (6, 4, 5), (4, 3, 5, 6), (3, 2, 4, 3, 5)]
@@ -121,7 +121,7 @@ def test_float32_large_mean_small_spread():
 @pytest.mark.parametrize("mean_over_std", [0.0, 3.0, 1e2, 1e5])
 def test_x_hat_has_zero_batch_mean_whether_or_not_the_mean_is_corrected(dtype, mean_over_std):
     # The forward skips the pass that removes the float rounding of the first mean when that
-    # rounding is below _MEAN_TOLERANCE_EPS float spacings of the spread: the batch mean of
+    # rounding is below MEAN_TOLERANCE_EPS float spacings of the spread: the batch mean of
     # x_hat must then stay within that tolerance, and far below it when the mean is large.
     rng = np.random.default_rng(11)
     channels, std = 64, 0.1
@@ -131,7 +131,7 @@ def test_x_hat_has_zero_batch_mean_whether_or_not_the_mean_is_corrected(dtype, m
     _, cache = batchnorm_forward(x, np.ones(channels, dtype), np.zeros(channels, dtype), eps=eps)
     x_hat = cache.x_hat.astype(np.float64)
     # one more eps for the rounding of the correction itself
-    tolerance = (_MEAN_TOLERANCE_EPS + 1) * np.finfo(dtype).eps
+    tolerance = (MEAN_TOLERANCE_EPS + 1) * np.finfo(dtype).eps
     assert np.max(np.abs(x_hat.mean(axis=0))) < tolerance
     # the reference in extended precision: at mean/std = 1e5 float64 itself loses 5 digits
     xl = x.astype(np.longdouble)
@@ -143,15 +143,15 @@ def test_x_hat_has_zero_batch_mean_whether_or_not_the_mean_is_corrected(dtype, m
                          ids=["2d-blocks", "4d-one-sample", "3d-blocks", "2d-no-whole-block"])
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_channel_op_gives_the_values_of_plain_broadcasting(rng, shape, order):
-    # _channel_op views the data as blocks of whole samples (when they divide N) for speed;
+    # channel_op views the data as blocks of whole samples (when they divide N) for speed;
     # the values must be exactly those of broadcasting, whatever the path and memory order.
     a = np.asarray(rng.standard_normal(shape).astype(np.float32), order=order)
     v = rng.standard_normal((1, shape[1]) + (1,) * (len(shape) - 2)).astype(np.float32)
     for ufunc in (np.subtract, np.multiply, np.add):
         expected = ufunc(a, v)
-        assert np.array_equal(_channel_op(ufunc, a, v), expected)
+        assert np.array_equal(channel_op(ufunc, a, v), expected)
         out = a.copy(order=order)
-        assert _channel_op(ufunc, out, v, out=out) is out
+        assert channel_op(ufunc, out, v, out=out) is out
         assert np.array_equal(out, expected)
 
 

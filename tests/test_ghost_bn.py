@@ -14,7 +14,7 @@ from bncourse.ghost_bn import (
     per_ghost_momentum,
     running_weights,
 )
-from bncourse.models import make_mlp, weight_layers
+from bncourse.lab.models import make_mlp, weight_layers
 
 DT = torch.float64
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from bncourse.data import load_digits_split
-from bncourse.models import make_mlp
+from bncourse.lab.data import load_digits_split
+from bncourse.lab.models import make_mlp
 from bncourse.noisy_bn import NoisyBatchNorm1d
-from bncourse.training import train
+from bncourse.lab.training import train
 
 
 def _pair(c=5, **kw):

@@ -100,7 +100,7 @@ def _design_case(seed, **kwargs):
 
 
 def _condition_reference(x):
-    from bncourse.conditioning import condition_number, least_squares_quadratic
+    from bncourse.experiments.conditioning import condition_number, least_squares_quadratic
 
     return condition_number(least_squares_quadratic(x, np.zeros(x.shape[0])).hessian)
 
@@ -133,7 +133,7 @@ def _gd_case(seed, n=50, p=2, n_steps=30, lr_factor=1.0, offset=2.0, spread=1.0)
 
 
 def _gd_reference(x, y, lr, n_steps):
-    from bncourse.conditioning import gradient_descent, least_squares_quadratic
+    from bncourse.experiments.conditioning import gradient_descent, least_squares_quadratic
 
     quad = least_squares_quadratic(x, y)
     path = gradient_descent(quad, lr, n_steps)

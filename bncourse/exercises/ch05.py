@@ -2,8 +2,8 @@
 
 The expected answers come from independent oracles (``torch.quantile``,
 torch's norms and cosine similarity, the closed form of a quadratic); the
-references are ``bncourse.drift``, ``bncourse.ics`` and
-``bncourse.landscape``. Heavy imports happen inside the functions.
+references are ``bncourse.experiments.drift``, ``bncourse.experiments.ics`` and
+``bncourse.experiments.landscape``. Heavy imports happen inside the functions.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _snapshots(seed, t=6, m=40, c=3, q=(15, 50, 85), drift=0.3, ties=False):
 
 
 def _track_reference(z, q):
-    from bncourse.drift import percentile_drift, unit_percentiles
+    from bncourse.experiments.drift import percentile_drift, unit_percentiles
 
     p = np.stack([unit_percentiles(z_t, q) for z_t in z])
     return p, percentile_drift(p)
@@ -86,7 +86,7 @@ def _gradients(seed, shape=(4, 3), change=0.3, zero_after=False):
 
 
 def _ics_reference(g, g_after):
-    from bncourse.ics import gradient_change
+    from bncourse.experiments.ics import gradient_change
 
     return gradient_change(g, g_after)
 
@@ -153,7 +153,7 @@ def _smooth_reference(h, w, step_sizes):
     import torch
     from torch import nn
 
-    from bncourse.landscape import gradient_path
+    from bncourse.experiments.landscape import gradient_path
 
     class Quadratic(nn.Module):
         def __init__(self):

@@ -2,8 +2,8 @@
 
 The expected answers come from an independent computation: a plain loop for
 the learning-rate search, PyTorch's autograd in float64 for the gradient
-norms. The references are ``bncourse.optim_experiments.largest_stable_lr`` and
-``bncourse.grad_explosion.bn_relu_grad_norms``. Heavy imports happen inside
+norms. The references are ``bncourse.experiments.optim_experiments.largest_stable_lr`` and
+``bncourse.experiments.grad_explosion.bn_relu_grad_norms``. Heavy imports happen inside
 the functions.
 """
 
@@ -57,7 +57,7 @@ def _lr_case(seed, n_lr=6, n_seeds=3, order="ascending", target=0.9, exact=False
 
 
 def _lr_reference(lrs, accuracies, target):
-    from bncourse.optim_experiments import largest_stable_lr
+    from bncourse.experiments.optim_experiments import largest_stable_lr
 
     return largest_stable_lr(lrs, accuracies, target)
 
@@ -137,7 +137,7 @@ def _grad_case(seed, batch=16, width=8, depth=3, classes=5, dtype="float64", sca
 
 
 def _grad_reference(x, weights, w_out, dlogits):
-    from bncourse.grad_explosion import bn_relu_grad_norms
+    from bncourse.experiments.grad_explosion import bn_relu_grad_norms
 
     return bn_relu_grad_norms(x, list(weights) + [w_out], dlogits)
 

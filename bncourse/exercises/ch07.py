@@ -4,7 +4,7 @@ The expected answers are independent of the references: PyTorch's
 ``batch_norm`` applied to each ghost batch in turn (float64 or the input's
 dtype), and an exhaustive enumeration of every possible batch of a small
 population. The references are ``bncourse.ghost_bn.ghost_batch_norm`` and
-``bncourse.batch_noise.predicted_mean_std``. Heavy imports happen inside the
+``bncourse.experiments.batch_noise.predicted_mean_std``. Heavy imports happen inside the
 functions.
 """
 
@@ -105,7 +105,7 @@ def _population_case(seed, n=10, m=3, tail="normal"):
 
 
 def _mean_std_reference(z, m):
-    from bncourse.batch_noise import predicted_mean_std
+    from bncourse.experiments.batch_noise import predicted_mean_std
 
     return float(predicted_mean_std(z.std(), m, population_size=z.size))
 

@@ -1,10 +1,10 @@
 """Chapter 8 exercises: an MLP's layer list, the variance shift, the shift through a Linear layer.
 
 The expected answers come from independent sources: the layers of a model
-actually built by ``bncourse.models.make_mlp``; the exact variance of the
+actually built by ``bncourse.lab.models.make_mlp``; the exact variance of the
 dropout mixture computed with ``torch.cov``; the exact moments over all
 ``2^h`` dropout masks, enumerated in torch. The references are
-``bncourse.placement`` and ``bncourse.variance_shift``. Heavy imports happen
+``bncourse.experiments.placement`` and ``bncourse.experiments.variance_shift``. Heavy imports happen
 inside the functions.
 """
 
@@ -29,15 +29,15 @@ def _spec_case(seed, depth=2, activation="relu", bn="before", dropout=0.0):
 
 
 def _spec_reference(in_features, hidden, out_features, activation, bn, dropout):
-    from bncourse.placement import layer_spec
+    from bncourse.experiments.placement import layer_spec
 
     return layer_spec(in_features, hidden, out_features, activation, bn, dropout)
 
 
 def _spec_from_torch(in_features, hidden, out_features, activation, bn, dropout):
     # The oracle: build the model with torch modules and read its layers back.
-    from bncourse.models import make_mlp
-    from bncourse.placement import model_spec
+    from bncourse.lab.models import make_mlp
+    from bncourse.experiments.placement import model_spec
 
     return model_spec(make_mlp(in_features, hidden=tuple(hidden), out_features=out_features,
                                activation=activation, bn=bn, dropout=dropout))
@@ -100,7 +100,7 @@ def _shift_case(seed, n=200, h=5, dtype="float64", keep=0.5, kind="shifted"):
 
 
 def _shift_reference(x, keep):
-    from bncourse.variance_shift import predicted_std_ratio
+    from bncourse.experiments.variance_shift import predicted_std_ratio
 
     return predicted_std_ratio(x, keep)
 
@@ -165,7 +165,7 @@ def _linear_case(seed, n=120, h=4, j=3, dtype="float64", keep=0.5):
 
 
 def _linear_reference(a, weight, keep):
-    from bncourse.variance_shift import predicted_linear_std_ratio
+    from bncourse.experiments.variance_shift import predicted_linear_std_ratio
 
     return predicted_linear_std_ratio(a, weight, keep)
 

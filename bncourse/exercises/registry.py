@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import pathlib
 import pkgutil
 import re
 
@@ -21,10 +22,11 @@ _cache: dict | None = None
 
 def chapter_modules() -> list[str]:
     """Names of the chapter modules, sorted (``["bncourse.exercises.ch01", ...]``)."""
-    import bncourse.exercises as package
-
-    return sorted(f"{package.__name__}.{info.name}"
-                  for info in pkgutil.iter_modules(package.__path__)
+    # The folder of this module is the package's: no import of the package itself,
+    # whose __init__ imports this module.
+    package = __name__.rpartition(".")[0]
+    return sorted(f"{package}.{info.name}"
+                  for info in pkgutil.iter_modules([str(pathlib.Path(__file__).parent)])
                   if _CHAPTER.match(info.name))
 
 

@@ -1,0 +1,78 @@
+"""Every chapter's exercises against the plain learner-style solutions of its test file.
+
+Each ``tests/exercises/test_chNN.py`` defines ``SOLUTIONS``: exercise id ->
+a function (or a list of functions) written the way a learner would, without
+bncourse's code. The checks that every chapter needs run here, once, over all
+of them: the chapter registers exactly those exercises, every solution passes
+every case, the notebook's stub is "not attempted" and a solution passes the
+learner's check. The chapter files keep only what is particular to them.
+"""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from bncourse.exercises import check, get_exercise
+from bncourse.exercises.judge import judge_output
+from bncourse.exercises.registry import chapter_modules
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _load(path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(f"learner_solutions_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _solutions():
+    out = {}
+    for path in sorted(HERE.glob("test_ch[0-9][0-9].py")):
+        chapter = path.stem.removeprefix("test_")
+        solutions = _load(path).SOLUTIONS
+        out[chapter] = {ex_id: fns if isinstance(fns, (list, tuple)) else [fns]
+                        for ex_id, fns in solutions.items()}
+    return out
+
+
+SOLUTIONS = _solutions()
+ALL = [(ex_id, fn) for per in SOLUTIONS.values() for ex_id, fns in per.items() for fn in fns]
+FIRST = [(ex_id, fns[0]) for per in SOLUTIONS.values() for ex_id, fns in per.items()]
+
+
+def test_the_solutions_cover_several_chapters():
+    assert len(SOLUTIONS) >= 8 and len(FIRST) >= 16
+
+
+@pytest.mark.parametrize("chapter", sorted(SOLUTIONS))
+def test_chapter_registers_exactly_the_exercises_it_has_solutions_for(chapter):
+    module = importlib.import_module(f"bncourse.exercises.{chapter}")
+    assert f"bncourse.exercises.{chapter}" in chapter_modules()
+    assert sorted(ex.id for ex in module.EXERCISES) == sorted(SOLUTIONS[chapter])
+    number = chapter.removeprefix("ch")
+    assert module.NOTEBOOK.startswith(f"book/{number}_") and module.NOTEBOOK.endswith(".ipynb")
+    for ex in module.EXERCISES:
+        assert get_exercise(ex.id) is ex
+        assert ex.notebook == module.NOTEBOOK
+        assert ex.function == SOLUTIONS[chapter][ex.id][0].__name__
+
+
+@pytest.mark.parametrize("exercise_id, solution", ALL,
+                         ids=[f"{i}-{fn.__name__}" for i, fn in ALL])
+def test_plain_solution_passes_every_case(exercise_id, solution):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        verdict = judge_output(ex, case, case.call(solution), ex.expected_output(case))
+        assert verdict.passed, (solution.__name__, case.describe(), verdict.problems)
+
+
+@pytest.mark.parametrize("exercise_id, solution", FIRST, ids=[i for i, _ in FIRST])
+def test_stub_is_not_attempted_and_a_solution_passes_the_check(exercise_id, solution, capsys):
+    ex = get_exercise(exercise_id)
+    namespace = {}
+    exec(ex.default_stub(), namespace)                       # noqa: S102 - our own stub
+    assert check(exercise_id, namespace[ex.function]).status == "not attempted"
+    assert "not attempted" in capsys.readouterr().out
+    assert check(exercise_id, solution).status == "passed"

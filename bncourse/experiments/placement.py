@@ -74,7 +74,7 @@ from tqdm import tqdm
 
 from bncourse._checks import check_int, fail
 from bncourse.lab.data import Dataset
-from bncourse.lab.models import ACTIVATIONS, make_mlp
+from bncourse.lab.models import ACTIVATIONS, make_mlp, sequential_child
 from bncourse.lab.sweeps import combine_verdicts, mean_ci, verdict
 from bncourse.lab.training import History, train
 
@@ -186,15 +186,7 @@ def model_spec(model: nn.Module) -> list[tuple]:
 
 def _norm_and_next(func: str, model, norm: str):
     """Child names of ``model``, the index of BN ``norm`` and that of the first Linear after it."""
-    if not isinstance(model, nn.Sequential):
-        fail(func, "model", "an nn.Sequential", type(model).__name__, TypeError)
-    names = [n for n, _ in model.named_children()]
-    if norm not in names:
-        fail(func, "norm", f"the name of a child of model (one of {names})", repr(norm))
-    i = names.index(norm)
-    bn = model[i]
-    if not isinstance(bn, nn.BatchNorm1d):
-        fail(func, "norm", "the name of a BatchNorm1d layer", f"{norm!r}, a {type(bn).__name__}")
+    names, i, _ = sequential_child(func, model, norm, nn.BatchNorm1d, arg="norm")
     after = [j for j in range(i + 1, len(names)) if isinstance(model[j], nn.Linear)]
     if not after:
         fail(func, "norm", "a BN layer followed (somewhere later) by a Linear layer", repr(norm))

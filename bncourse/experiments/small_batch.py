@@ -44,7 +44,7 @@ from tqdm import tqdm
 from bncourse._checks import check_int, check_positive, fail
 from bncourse.lab.data import Dataset
 from bncourse.lab.models import make_cnn
-from bncourse.lab.training import History, train
+from bncourse.lab.training import History, eval_forward, train
 
 __all__ = ["scaled_lr", "first_n_train", "run_batch_size", "run_batch_size_sweep", "SweepResult",
            "values_per_statistic"]
@@ -206,13 +206,9 @@ def values_per_statistic(model: nn.Module, x: torch.Tensor) -> dict:
         else:
             continue
         hooks.append(module.register_forward_hook(hook_for(name, kind, module)))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
+        eval_forward(model, x)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return found

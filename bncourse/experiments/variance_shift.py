@@ -61,6 +61,8 @@ import torch
 from torch import nn
 
 from bncourse._checks import check_array, fail
+from bncourse.lab.models import sequential_child
+from bncourse.lab.training import eval_forward
 
 __all__ = ["dropout_variance_shift", "predicted_std_ratio", "dropout_linear_variance",
            "predicted_linear_std_ratio",
@@ -237,28 +239,12 @@ def _capture_inputs(model: nn.Module, x: torch.Tensor, names) -> dict:
     hooks = [model.get_submodule(n).register_forward_hook(
         lambda m, inputs, out, n=n: got.__setitem__(n, inputs[0].detach().double().numpy()))
         for n in names]
-    mode = model.training
     try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
+        eval_forward(model, x)
     finally:
         for h in hooks:
             h.remove()
-        model.train(mode)
     return got
-
-
-def _child(func: str, model, name: str, kind):
-    if not isinstance(model, nn.Sequential):
-        fail(func, "model", "an nn.Sequential", type(model).__name__, TypeError)
-    names = [n for n, _ in model.named_children()]
-    if name not in names:
-        fail(func, "name", f"a child of model (one of {names})", repr(name))
-    m = model.get_submodule(name)
-    if not isinstance(m, kind):
-        fail(func, repr(name), f"a {kind.__name__}", type(m).__name__)
-    return names.index(name), m
 
 
 @dataclasses.dataclass
@@ -287,7 +273,7 @@ def run_variance_shift(model: nn.Sequential, x: torch.Tensor, norm: str) -> Vari
     every BN on running statistics); the model's mode is restored.
     """
     func = "run_variance_shift"
-    _, bn = _child(func, model, norm, nn.BatchNorm1d)
+    _, _, bn = sequential_child(func, model, norm, nn.BatchNorm1d, arg="norm")
     z = _capture_inputs(model, x, [norm])[norm]
     var = z.var(axis=0)
     rv = bn.running_var.detach().double().numpy()
@@ -310,8 +296,8 @@ def predict_variance_shift(model: nn.Sequential, x: torch.Tensor, dropout: str,
     ndarray (J,), float64.
     """
     func = "predict_variance_shift"
-    i, drop = _child(func, model, dropout, nn.Dropout)
-    j, _ = _child(func, model, norm, nn.BatchNorm1d)
+    _, i, drop = sequential_child(func, model, dropout, nn.Dropout, arg="dropout")
+    _, j, _ = sequential_child(func, model, norm, nn.BatchNorm1d, arg="norm")
     between = list(model)[i + 1:j]
     if len(between) != 1 or not isinstance(between[0], nn.Linear):
         fail(func, "model", f"a model with exactly one Linear between {dropout!r} and {norm!r}",

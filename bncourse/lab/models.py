@@ -369,3 +369,22 @@ def make_cnn(in_channels: int = 1, num_classes: int = 10, channels=(16, 32), nor
         layers.append(("out", nn.Linear(width * size * size, num_classes)))
         model = nn.Sequential(OrderedDict(layers))
     return init_weights_(model, init_scale=init_scale, seed=seed)
+
+
+def sequential_child(func: str, model, name: str, kind, arg: str = "name"):
+    """``(names, index, module)`` of child ``name`` of an ``nn.Sequential``, checked to be a ``kind``.
+
+    ``names`` lists every child's name in order; errors name ``func`` and the
+    argument ``arg`` that held ``name``.
+    """
+    if not isinstance(model, nn.Sequential):
+        fail(func, "model", "an nn.Sequential", type(model).__name__, TypeError)
+    names = [n for n, _ in model.named_children()]
+    if name not in names:
+        fail(func, arg, f"the name of a child of model (one of {names})", repr(name))
+    index = names.index(name)
+    module = model[index]
+    if not isinstance(module, kind):
+        fail(func, arg, f"the name of a {kind.__name__} layer",
+             f"{name!r}, a {type(module).__name__}")
+    return names, index, module

@@ -101,7 +101,7 @@ from bncourse.lab.data import Dataset
 from bncourse.lab.models import weight_layers
 from bncourse.lab.probes import Preserved
 
-__all__ = ["train", "History", "evaluate", "Probe", "ActivationProbe", "percentiles",
+__all__ = ["train", "History", "evaluate", "eval_forward", "Probe", "ActivationProbe", "percentiles",
            "moments", "grad_norms", "weight_norms"]
 
 
@@ -339,6 +339,17 @@ class _FunctionProbe(Probe):
 # --------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
+def eval_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` in evaluation mode without gradients; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(x)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy (nats) and accuracy (fraction) of ``model`` on ``(x, y)`` in eval mode.
 
@@ -349,12 +360,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     >>> loss, acc = evaluate(make_mlp(4, hidden=(3,), out_features=2),
     ...                      torch.zeros(5, 4), torch.zeros(5, dtype=torch.long))
     """
-    was_training = model.training
-    model.eval()
-    try:
-        logits = model(x)
-    finally:
-        model.train(was_training)
+    logits = eval_forward(model, x)
     if not bool(torch.isfinite(logits).all()):
         return float("nan"), float("nan")
     loss = float(F.cross_entropy(logits, y))

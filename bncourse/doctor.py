@@ -41,11 +41,11 @@ What is found, by code:
 ``forward-failed``
     With ``example``: the forward pass raised; the message quotes the error.
 
-The structure (which layer feeds which) is read from a forward pass on
-``example`` when one is given (forward hooks on a copy of the model in
-evaluation mode, so the model itself and its buffers are untouched), else from
-``torch.fx.symbolic_trace``, else from the order of the children of every
-``nn.Sequential``.
+The structure (which layer feeds which) is read from the graph that
+``torch.fx`` traces; for a model it cannot trace, from a forward pass on
+``example`` (forward hooks), else from the order of the children of every
+``nn.Sequential``. The shapes come from a forward pass on ``example``, run on a
+copy of the model in evaluation mode, so the model and its buffers are untouched.
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bncourse import torch_bn
 from bncourse._checks import _fail
 
 __all__ = ["Finding", "diagnose", "report", "CODES", "FEW_VALUES"]
@@ -94,8 +96,13 @@ class Finding:
         return f"[{self.code}] {self.module or '(model)'}: {self.message}"
 
 
+_BATCHNORMS = (_BatchNorm, torch_bn.BatchNorm1d, torch_bn.BatchNorm2d, torch_bn.BatchNorm3d)
+_BATCHNORM1D = (nn.BatchNorm1d, torch_bn.BatchNorm1d)
+
+
 def _is_bn(module) -> bool:
-    return isinstance(module, _BatchNorm)
+    """torch's batch norms (SyncBatchNorm included) and the course's drop-ins."""
+    return isinstance(module, _BATCHNORMS)
 
 
 def _display(name: str) -> str:
@@ -153,9 +160,18 @@ def _from_example(model: nn.Module, args: tuple) -> _Structure:
     return _Structure(producer, output_module, inputs, error)
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, keeping every BN module (the course's own too) as one node."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return _is_bn(m) or super().is_leaf_module(m, module_qualified_name)
+
+
 def _from_fx(model: nn.Module) -> _Structure | None:
+    """The producer of each BN's input from the traced graph; a producer counts only when
+    BN is the one user of its output (with a skip connection too, its bias matters)."""
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = _Tracer().trace(model)
     except Exception:                  # data-dependent control flow, unsupported ops
         return None
     modules = dict(model.named_modules())
@@ -164,7 +180,8 @@ def _from_fx(model: nn.Module) -> _Structure | None:
         if node.op == "call_module" and _is_bn(modules.get(node.target)):
             src = node.args[0] if node.args else None
             producer[node.target] = (src.target if isinstance(src, torch.fx.Node)
-                                     and src.op == "call_module" else None)
+                                     and src.op == "call_module" and len(src.users) == 1
+                                     else None)
         if node.op == "output":
             src = node.args[0]
             if isinstance(src, torch.fx.Node) and src.op == "call_module":
@@ -242,7 +259,7 @@ def _shapes(modules, structure):
     for name, shape in structure.inputs.items():
         bn = modules[name]
         c = bn.num_features
-        if isinstance(bn, nn.BatchNorm1d) and len(shape) == 3 and shape[2] == c:
+        if isinstance(bn, _BATCHNORM1D) and len(shape) == 3 and shape[2] == c:
             if shape[1] != c:
                 what = (f"receives {shape}, the channels on the last axis (N, L, C): "
                         f"BatchNorm1d expects (N, C, L) and fails; ")
@@ -349,10 +366,13 @@ def diagnose(model: nn.Module, optimizer=None, example=None) -> list[Finding]:
             _fail(func, "example", "a torch.Tensor, a non-empty tuple of tensors or None",
                   type(example).__name__, TypeError)
     modules = dict(model.named_modules())
+    structure = _from_fx(model)
     if args is not None:
-        structure = _from_example(model, tuple(args))
-    else:
-        structure = _from_fx(model) or _from_sequentials(model)
+        run = _from_example(model, tuple(args))
+        structure = run if structure is None else \
+            _Structure(structure.producer, structure.output_module, run.inputs, run.error)
+    elif structure is None:
+        structure = _from_sequentials(model)
     findings = list(_bias_before_bn(modules, structure))
     findings += _modes(model, modules)
     findings += _stale_stats(modules)

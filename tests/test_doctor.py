@@ -174,9 +174,49 @@ def test_bias_before_bn_found_in_sequential_resnet_and_package_models():
     assert [f.module for f in diagnose(cnn, example=IMAGES)] == ["conv1", "conv2"]
 
 
-def test_bias_through_an_activation_is_not_reported():
+def test_bias_through_an_activation_or_shared_with_a_skip_is_not_reported():
     net = nn.Sequential(nn.Linear(8, 5), nn.ReLU(), nn.BatchNorm1d(5), nn.Linear(5, 2))
     assert diagnose(net) == [] and diagnose(net, example=torch.randn(16, 8)) == []
+
+    class Skip(nn.Module):              # the conv output also feeds the sum: its bias matters
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            z = self.conv(x)
+            return self.bn(z) + z
+
+    assert diagnose(Skip()) == []
+
+
+def test_course_batchnorm_layers_are_recognised():
+    from bncourse import torch_bn
+
+    net = nn.Sequential(nn.Linear(8, 5), torch_bn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    assert [(f.code, f.module) for f in diagnose(net, example=torch.randn(16, 8))] == \
+        [("bias-before-bn", "0")]
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it, the example pass can."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 5)
+        self.bn = nn.BatchNorm1d(5)
+
+    def forward(self, x):
+        if x.sum() > 1e9:
+            x = x * 0
+        return self.bn(self.fc(x))
+
+
+def test_untraceable_model_uses_the_example_or_the_sequential_order():
+    found = diagnose(Untraceable(), example=torch.randn(16, 8))
+    assert codes(found) == ["bias-before-bn", "bn-after-last-layer"]
+    assert diagnose(Untraceable()) == []     # no example, no Sequential: nothing to read
 
 
 def test_bn_left_in_train_mode_inside_an_evaluated_model():

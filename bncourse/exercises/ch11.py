@@ -4,9 +4,9 @@
 ``momentum=None`` run over the batches in float64 (what
 ``torch.optim.swa_utils.update_bn`` does); ``ch11-biases-before-bn`` against
 the BN doctor (``bncourse.doctor.diagnose``) on a ``torch.fx`` graph built from
-the learner's table; ``ch11-angular-update`` against the angle computed as
-``2 arcsin(|u - v| / 2)`` of the unit vectors, a formula that stays accurate
-for tiny angles. Heavy imports happen inside the functions.
+the learner's table; ``ch11-angular-update`` against the angle computed with
+``atan2`` from the parts of ``w_{t+1}`` across and along ``w_t``, a formula that
+stays accurate for tiny angles. Heavy imports happen inside the functions.
 """
 
 from __future__ import annotations
@@ -256,10 +256,12 @@ def _angle_reference(weights, lr):
 
 
 def _angle_exact(weights, lr):
+    """atan2 of the parts of w_{t+1} across and along w_t: accurate for any angle."""
     w = weights.astype(np.float64)
     norms = np.linalg.norm(w, axis=1)
-    u = w / norms[:, None]
-    angle = 2 * np.arcsin(np.clip(np.linalg.norm(u[1:] - u[:-1], axis=1) / 2, 0.0, 1.0))
+    along = np.sum(w[:-1] * w[1:], axis=1) / norms[:-1]
+    across = np.linalg.norm(w[1:] - (along / norms[:-1])[:, None] * w[:-1], axis=1)
+    angle = np.arctan2(across, along)
     return angle.astype(weights.dtype), (lr / norms ** 2).astype(weights.dtype)
 
 

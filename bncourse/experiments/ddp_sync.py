@@ -36,9 +36,11 @@ def convert_to_course_sync(model: nn.Module) -> nn.Module:
             if isinstance(child, _BatchNorm):
                 sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats)
-                sync.load_state_dict(child.state_dict())
                 ref = child.weight if child.weight is not None else child.running_mean
-                setattr(parent, name, sync.to(ref.dtype))
+                if ref is not None:          # the dtype first, so loading loses no digit
+                    sync = sync.to(ref.dtype)
+                sync.load_state_dict(child.state_dict())
+                setattr(parent, name, sync)
     return model
 
 

@@ -36,13 +36,14 @@ __all__ = ["angular_updates", "param_groups", "run_weight_decay", "run_bn_param_
 def angular_updates(weights: np.ndarray) -> np.ndarray:
     """Angle (radians) between successive rows of ``weights`` ``(T, D)``: shape ``(T - 1,)``.
 
-    ``theta_t = arccos(<w_t, w_{t+1}> / (||w_t|| ||w_{t+1}||))``, the cosine
-    clipped to [-1, 1] against rounding.
+    ``theta_t = 2 arcsin(||u_{t+1} - u_t|| / 2)`` with ``u_t = w_t / ||w_t||``:
+    the same angle as ``arccos(<u_t, u_{t+1}>)``, without the loss of digits of
+    ``arccos`` near 1, so tiny angles come out accurate.
     """
     w = np.asarray(weights, dtype=np.float64)
-    norms = np.linalg.norm(w, axis=1)
-    cos = np.sum(w[:-1] * w[1:], axis=1) / (norms[:-1] * norms[1:])
-    return np.arccos(np.clip(cos, -1.0, 1.0))
+    u = w / np.linalg.norm(w, axis=1, keepdims=True)
+    chord = np.linalg.norm(u[1:] - u[:-1], axis=1)
+    return 2.0 * np.arcsin(np.clip(chord / 2.0, 0.0, 1.0))
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_bn: bool) -> list[dict]:

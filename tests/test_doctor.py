@@ -178,17 +178,16 @@ def test_bias_through_an_activation_or_shared_with_a_skip_is_not_reported():
     net = nn.Sequential(nn.Linear(8, 5), nn.ReLU(), nn.BatchNorm1d(5), nn.Linear(5, 2))
     assert diagnose(net) == [] and diagnose(net, example=torch.randn(16, 8)) == []
 
-    class Skip(nn.Module):              # the conv output also feeds the sum: its bias matters
+    class Gated(nn.Module):             # the Linear output also gates BN's: its bias matters
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(3, 3, 3, padding=1)
-            self.bn = nn.BatchNorm2d(3)
+            self.fc, self.bn = nn.Linear(4, 4), nn.BatchNorm1d(4)
 
         def forward(self, x):
-            z = self.conv(x)
-            return self.bn(z) + z
+            z = self.fc(x)
+            return torch.sigmoid(z) * self.bn(z)
 
-    assert diagnose(Skip()) == []
+    assert diagnose(Gated()) == [] and diagnose(Gated(), example=torch.randn(16, 4)) == []
 
 
 def test_course_batchnorm_layers_are_recognised():

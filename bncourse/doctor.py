@@ -59,7 +59,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bncourse import torch_bn
-from bncourse._checks import _fail
+from bncourse._checks import fail
 
 __all__ = ["Finding", "diagnose", "report", "CODES", "FEW_VALUES"]
 
@@ -354,16 +354,16 @@ def diagnose(model: nn.Module, optimizer=None, example=None) -> list[Finding]:
     """
     func = "diagnose"
     if not isinstance(model, nn.Module):
-        _fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
+        fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        _fail(func, "optimizer", "a torch.optim.Optimizer or None", type(optimizer).__name__,
+        fail(func, "optimizer", "a torch.optim.Optimizer or None", type(optimizer).__name__,
               TypeError)
     args = None
     if example is not None:
         args = (example,) if isinstance(example, torch.Tensor) else example
         if not isinstance(args, (tuple, list)) or not args \
                 or not all(isinstance(a, torch.Tensor) for a in args):
-            _fail(func, "example", "a torch.Tensor, a non-empty tuple of tensors or None",
+            fail(func, "example", "a torch.Tensor, a non-empty tuple of tensors or None",
                   type(example).__name__, TypeError)
     modules = dict(model.named_modules())
     structure = _from_fx(model)
@@ -390,7 +390,7 @@ def report(findings) -> str:
     """A printable report: a count, then one line per finding (``[code] module: message``)."""
     findings = list(findings)
     if not all(isinstance(f, Finding) for f in findings):
-        _fail("report", "findings", "a list of Finding (from diagnose)",
+        fail("report", "findings", "a list of Finding (from diagnose)",
               repr([type(f).__name__ for f in findings][:3]), TypeError)
     if not findings:
         return "BN doctor: no problem found."

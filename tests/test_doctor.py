@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bncourse.doctor import CODES, FEW_VALUES, Finding, diagnose, report
-from bncourse.models import make_cnn, make_mlp
+from bncourse.lab.models import make_cnn, make_mlp
 
 
 # --------------------------------------------------------------------------- reference layouts

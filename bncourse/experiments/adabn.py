@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from bncourse._checks import check_int
-from bncourse.data import Dataset
+from bncourse.lab.data import Dataset
+from bncourse.lab.training import evaluate
 from bncourse.precise_bn import recompute_bn_stats
-from bncourse.training import evaluate
 
 __all__ = ["shift_domain", "run_adabn"]
 

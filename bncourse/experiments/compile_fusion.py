@@ -6,7 +6,8 @@ PyTorch's own ``torch.nn.utils.fusion.fuse_conv_bn_eval`` does the same for
 one pair). ``torch.compile`` first captures the model as a graph
 (TorchDynamo) and hands that graph to a backend; this experiment looks at the
 captured graph with a backend that only records it, counts the batch-norm
-calls left in it, and times the eager model against the two folded ones.
+calls left in it, and builds the two folded models, checked against the BN
+model, for timing side by side (``bncourse.bench.timing.time_interleaved``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from bncourse.fold import fold_sequential
 from bncourse.gradcheck import relative_error
-from bncourse.timing import time_interleaved
 
 __all__ = ["captured_graph", "fuse_with_torch", "run_compile_fusion"]
 
@@ -62,17 +62,16 @@ def fuse_with_torch(model: nn.Sequential) -> nn.Sequential:
 
 
 @torch.no_grad()
-def run_compile_fusion(model: nn.Sequential, x: torch.Tensor, repeats: int = 30) -> dict:
-    """Batch-norm calls in the captured graph; output differences and times of the folded models.
+def run_compile_fusion(model: nn.Sequential, x: torch.Tensor) -> dict:
+    """Batch-norm calls in the captured graph; the folded models and their output differences.
 
     Returns:
         dict with ``bn_layers`` (BN modules in ``model``), ``bn_in_graph``
         (batch-norm calls in the graph ``torch.compile`` captures),
         ``bn_after_fold`` (BN modules left after ``fold_sequential``),
         ``err_fold`` / ``err_torch`` (relative difference of the folded models'
-        outputs from the BN model's), and ``seconds[name]``: median time of a
-        forward pass on ``x`` for ``"bn"``, ``"fold_sequential"``,
-        ``"fuse_conv_bn_eval"`` (timed interleaved).
+        outputs from the BN model's on ``x``), and ``models``: the evaluation-mode
+        ``"bn"`` model (a copy), ``"fold_sequential"`` and ``"fuse_conv_bn_eval"``.
     """
     model = copy.deepcopy(model).eval()
     folded = fold_sequential(model).eval()
@@ -80,11 +79,9 @@ def run_compile_fusion(model: nn.Sequential, x: torch.Tensor, repeats: int = 30)
     gm = captured_graph(model, x)
     y = model(x)
     bn_types = nn.modules.batchnorm._BatchNorm
-    out = dict(bn_layers=sum(isinstance(m, bn_types) for m in model.modules()),
-               bn_in_graph=_count_batch_norm(gm),
-               bn_after_fold=sum(isinstance(m, bn_types) for m in folded.modules()),
-               err_fold=relative_error(folded(x).numpy(), y.numpy()),
-               err_torch=relative_error(fused(x).numpy(), y.numpy()))
-    out["seconds"] = time_interleaved({"bn": lambda: model(x), "fold_sequential": lambda: folded(x),
-                                       "fuse_conv_bn_eval": lambda: fused(x)}, repeats=repeats)
-    return out
+    return dict(bn_layers=sum(isinstance(m, bn_types) for m in model.modules()),
+                bn_in_graph=_count_batch_norm(gm),
+                bn_after_fold=sum(isinstance(m, bn_types) for m in folded.modules()),
+                err_fold=relative_error(folded(x).numpy(), y.numpy()),
+                err_torch=relative_error(fused(x).numpy(), y.numpy()),
+                models={"bn": model, "fold_sequential": folded, "fuse_conv_bn_eval": fused})

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bncourse.models import make_mlp
+from bncourse.lab.models import make_mlp
 from bncourse.sync_bn import SyncBatchNorm, default_start_method, run_distributed
 
 __all__ = ["convert_to_course_sync", "run_ddp_sync"]

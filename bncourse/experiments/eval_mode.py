@@ -18,9 +18,9 @@ import copy
 import torch
 from torch import nn
 
-from bncourse._checks import _fail, check_int
-from bncourse.data import Dataset
-from bncourse.training import evaluate
+from bncourse._checks import check_int, fail
+from bncourse.lab.data import Dataset
+from bncourse.lab.training import evaluate
 
 __all__ = ["batched_accuracy", "run_eval_mode"]
 
@@ -39,7 +39,7 @@ def batched_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     batch_size = check_int("batched_accuracy", "batch_size", batch_size)
     n = len(x) // batch_size * batch_size
     if n == 0:
-        _fail("batched_accuracy", "batch_size", f"at most the {len(x)} samples", repr(batch_size))
+        fail("batched_accuracy", "batch_size", f"at most the {len(x)} samples", repr(batch_size))
     model.train(training)
     correct = 0
     for i in range(0, n, batch_size):
@@ -71,7 +71,7 @@ def run_eval_mode(model: nn.Module, data: Dataset, batch_sizes=(2, None),
     """
     func = "run_eval_mode"
     if not isinstance(model, nn.Module):
-        _fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
+        fail(func, "model", "a torch.nn.Module", type(model).__name__, TypeError)
     sizes = [data.n_test if b is None else check_int(func, "batch_sizes", b)
              for b in batch_sizes]
     sorted_batch = check_int(func, "sorted_batch", sorted_batch)

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bncourse._checks import _fail, check_int
-from bncourse.data import Dataset
-from bncourse.models import init_weights_
-from bncourse.training import train
+from bncourse._checks import check_int, fail
+from bncourse.lab.data import Dataset
+from bncourse.lab.models import init_weights_
+from bncourse.lab.training import train
 
 __all__ = ["FrozenBatchNorm", "freeze_batchnorm", "class_subset", "run_finetune", "MODES"]
 
@@ -48,7 +48,7 @@ class FrozenBatchNorm(nn.Module):
     def __init__(self, bn: nn.Module, affine_trainable: bool = False):
         super().__init__()
         if not isinstance(bn, _BatchNorm) or bn.running_mean is None:
-            _fail("FrozenBatchNorm", "bn", "a torch BatchNorm with running statistics",
+            fail("FrozenBatchNorm", "bn", "a torch BatchNorm with running statistics",
                   type(bn).__name__, TypeError)
         c = bn.num_features
         gamma = bn.weight.detach().clone() if bn.weight is not None else torch.ones(c)
@@ -111,7 +111,7 @@ def run_finetune(pretrained: nn.Module, target: Dataset, mode: str, batch_size: 
     """
     func = "run_finetune"
     if mode not in MODES:
-        _fail(func, "mode", f"one of {MODES}", repr(mode))
+        fail(func, "mode", f"one of {MODES}", repr(mode))
     batch_size = check_int(func, "batch_size", batch_size)
     model = copy.deepcopy(pretrained)
     old = model.out

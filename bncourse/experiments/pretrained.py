@@ -8,9 +8,9 @@ trained here, seeded, in about 300 SGD steps.
 
 from __future__ import annotations
 
-from bncourse.data import Dataset
-from bncourse.models import make_cnn
-from bncourse.training import History, train
+from bncourse.lab.data import Dataset
+from bncourse.lab.models import make_cnn
+from bncourse.lab.training import History, train
 
 __all__ = ["reference_cnn", "REFERENCE"]
 

@@ -26,9 +26,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from bncourse._checks import check_int
-from bncourse.data import Dataset
-from bncourse.models import make_cnn
-from bncourse.training import Probe, evaluate, train
+from bncourse.lab.data import Dataset
+from bncourse.lab.models import make_cnn
+from bncourse.lab.training import Probe, evaluate, train
 
 __all__ = ["run_swa_bn"]
 

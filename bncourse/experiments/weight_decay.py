@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bncourse._checks import check_int
-from bncourse.data import Dataset
-from bncourse.models import make_mlp
-from bncourse.training import train
+from bncourse.lab.data import Dataset
+from bncourse.lab.models import make_mlp
+from bncourse.lab.training import train
 
 __all__ = ["angular_updates", "param_groups", "run_weight_decay", "run_bn_param_decay"]
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bncourse.data import load_digits_split
+from bncourse.lab.data import load_digits_split
 from bncourse.experiments.finetune import class_subset
 from bncourse.experiments.pretrained import reference_cnn
 

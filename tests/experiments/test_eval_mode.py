@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bncourse.experiments.eval_mode import batched_accuracy, run_eval_mode
-from bncourse.training import evaluate
+from bncourse.lab.training import evaluate
 
 
 def test_reference_network_learns_and_is_returned_in_eval_mode(trained, source):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from torch import nn
 
-from bncourse.data import load_digits_split
 from bncourse.experiments.weight_decay import (angular_updates, param_groups, run_bn_param_decay,
                                                run_weight_decay)
+from bncourse.lab.data import load_digits_split
 
 
 def test_angular_updates_on_known_rotations():

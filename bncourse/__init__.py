@@ -27,6 +27,7 @@ groupnorm         layer and group normalization in NumPy (chapter 10)
 sync_bn           synchronized BN over several processes, one batch normalized as one (chapter 10)
 standardize       input standardization with training statistics (chapter 1)
 gradcheck         finite-difference gradients and the relative error
+doctor            the BN doctor: finds the batch-norm mistakes of chapter 11 in a model
 _checks           input validation shared by the public entry points (private)
 _kernels          speed-only NumPy kernels behind ``batchnorm`` (private)
 

@@ -23,4 +23,14 @@ chapter:
     output_bn          BN on the output layer: logit scale, calibration, batch dependence
 9   cost               steps and time to a target accuracy, and the cost claims
 10  small_batch        accuracy against batch size for several normalizations
+11  pretrained         the chapter's BN CNN, trained on the digits in a few seconds
+    eval_mode          predictions in training mode; running statistics moved under no_grad
+    sequence_axis      BatchNorm1d on an (N, L, C) sequence: the error, the silent case, the fix
+    finetune           fine-tuning with BN in training mode or frozen (FrozenBatchNorm)
+    adabn              domain shift at test time: source statistics against AdaBN
+    swa_bn             SWA and EMA of the weights with and without update_bn
+    weight_decay       weight decay on scale-invariant weights: the angular update; gamma, beta
+    precision          bfloat16 autocast and channels-last: BN's dtype and error
+    compile_fusion     the graph torch.compile captures, against folding BN by hand
+    ddp_sync           DDP with per-process BN, torch's and the course's SyncBatchNorm
 """

@@ -71,18 +71,20 @@ import numpy as np
 WORKER = """
 from bncourse.standardize import Standardizer
 while True:
-    x_train, x_test = conn.recv()
+    x_train, x_test = inbox.recv()
     s = Standardizer().fit(x_train)
-    conn.send((s.transform(x_train), s.transform(x_test)))
+    outbox.send((s.transform(x_train), s.transform(x_test)))
 """
 context = mp.get_context("spawn")
-mine, theirs = context.Pipe()
-context.Process(target=exec, args=(WORKER, {"conn": theirs}), daemon=True).start()
+inbox, to_worker = context.Pipe(duplex=False)      # simplex pipes: no socket needed
+from_worker, outbox = context.Pipe(duplex=False)
+context.Process(target=exec, args=(WORKER, {"inbox": inbox, "outbox": outbox}),
+                daemon=True).start()
 
 
 def standardize_train_test(x_train, x_test):
-    mine.send((x_train, x_test))
-    return mine.recv()
+    to_worker.send((x_train, x_test))
+    return from_worker.recv()
 '''
 
 

@@ -94,7 +94,7 @@ def read_submission(path) -> Submission:
         if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
             raise ValueError("no list of cells (not an nbformat 4 notebook)")
         if nb.get("nbformat") != 4:
-            raise ValueError(f"nbformat {str(nb.get('nbformat'))[:20]!r}, expected 4")
+            raise ValueError(f"nbformat {repr(nb.get('nbformat'))[:20]}, expected 4")
         for cell in nb["cells"]:
             if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
                 raise ValueError("a cell without a cell_type")

@@ -132,15 +132,21 @@ def _stdlib_dirs() -> list[str]:
 
 
 def _shared_objects(paths) -> list[str]:
+    """The ``.so`` files under ``paths``, site-packages folders left out."""
     found = []
     for path in paths:
         if os.path.isfile(path):
             found.append(path)
         else:
-            for dirpath, _, files in os.walk(path):
+            for dirpath, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if d not in ("site-packages", "dist-packages")]
                 found += [os.path.join(dirpath, f) for f in files
                           if f.endswith(".so") or ".so." in f]
     return found
+
+
+def _inside(path: str, dirs) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
 @lru_cache(maxsize=None)
@@ -155,7 +161,7 @@ def _libraries(objects: tuple) -> tuple:
             for line in run.stdout.splitlines():
                 for word in line.split():
                     if word.startswith("/") and os.path.exists(word):
-                        libs.add(word)
+                        libs.add(os.path.normpath(word))
     if not libs:        # no ldd (or it found nothing): the system library folders
         libs = {d for d in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.isdir(d)}
     return tuple(sorted(libs))
@@ -189,13 +195,12 @@ def _view(allowed_modules: tuple) -> tuple[tuple, tuple]:
         module_dirs += paths
     libpython = [p for p in glob.glob(os.path.join(sys.base_prefix, "lib", "libpython*.so*"))]
     objects = [python, *libpython, *_shared_objects(stdlib), *_shared_objects(module_dirs)]
-    libs = _libraries(tuple(sorted(set(objects))))
+    bound = [python, *stdlib, *module_dirs]
+    libs = [lib for lib in _libraries(tuple(sorted(set(objects))))
+            if not _inside(lib, bound) and not _inside(os.path.realpath(lib), bound)]
     args = []
-    for path in [python, *stdlib, *libpython, *libs]:
+    for path in sorted({python, *stdlib, *libpython, *libs}):
         args += ["--ro-bind", path, path]
-        real = os.path.realpath(path)
-        if real != path:
-            args += ["--ro-bind", real, real]
     args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     hidden = _site_dirs_under(stdlib)
     for site_dir in hidden:                 # the interpreter's own site-packages: empty

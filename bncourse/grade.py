@@ -221,6 +221,9 @@ def grade(paths, *, pattern: str | None = None, seed: int = 0, limits: Limits = 
         check_bwrap()
     submissions = [read_submission(p) for p in find_notebooks(paths)]
     plan = [(sub, _exercises_for(sub, pattern)) for sub in submissions]
+    if sandbox == "bwrap":      # every module set in its sandbox, before any grading
+        for allowed in {ex.allowed_modules for _, exercises in plan for ex in exercises}:
+            check_bwrap(allowed)
     prepared = {}
     for _, exercises in plan:
         for ex in exercises:

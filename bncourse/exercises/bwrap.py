@@ -20,10 +20,11 @@
   (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``) with ``EPERM``,
   so that a submission cannot multiply its memory or CPU limit.
 
-:func:`check_bwrap` runs bubblewrap once and raises
+:func:`check_bwrap` runs Python once in that very sandbox and raises
 :class:`SandboxUnavailable`, with the reason and the ways out, where it
-cannot create namespaces (an unprivileged container, a kernel without
-unprivileged user namespaces) or is not installed.
+cannot be built (an unprivileged container, a kernel without unprivileged
+user namespaces, an old bubblewrap) or bubblewrap is not installed. A run
+that fails later is then the submission's doing, never the sandbox's.
 """
 
 from __future__ import annotations
@@ -58,24 +59,43 @@ def _bwrap() -> str | None:
     return os.environ.get(BWRAP_ENV) or shutil.which("bwrap")
 
 
+_PROBE = "import os, sys\nsys.path.extend(sys.argv[2:])\n{imports}os.write(int(sys.argv[1]), b'sandbox ok')\n"
+
+
 @lru_cache(maxsize=None)
-def _probe(executable: str | None) -> str | None:
-    """``None`` when ``executable`` can build a sandbox like ours, else the reason."""
+def _probe(executable: str | None, allowed_modules: tuple = ("numpy",)) -> str | None:
+    """``None`` when ``executable`` builds our very sandbox and runs Python in it, else why."""
     if executable is None:
         return "bubblewrap (bwrap) is not installed"
-    try:
-        run = subprocess.run([executable, "--unshare-all", "--die-with-parent", "--ro-bind",
-                              "/", "/", "true"], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{executable} could not be started ({exc})"
-    if run.returncode != 0:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bncourse-probe-") as work:
+        script = os.path.join(work, "probe.py")
+        with open(script, "w") as f:
+            f.write(_PROBE.format(imports="".join(f"import {m}\n" for m in allowed_modules)))
+        read, write = os.pipe()
+        try:
+            command = bwrap_command(executable, script, write, None, allowed_modules,
+                                    env={"PATH": os.defpath})
+            run = subprocess.run(command, pass_fds=(write,), capture_output=True,
+                                 timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            return f"{executable} could not be started ({exc})"
+        finally:
+            os.close(write)
+        try:
+            answer = os.read(read, 64)
+        finally:
+            os.close(read)
+    if run.returncode != 0 or answer != b"sandbox ok":
         text = run.stderr.decode("utf-8", "replace").strip() or f"exit status {run.returncode}"
-        return f"{executable} failed: {text[:300]}"
+        return f"{executable} failed: {text[-300:]}"
     return None
 
 
-def check_bwrap() -> str:
-    """The bubblewrap executable, after checking that it can create namespaces here.
+def check_bwrap(allowed_modules=("numpy",)) -> str:
+    """The bubblewrap executable, after running Python with ``allowed_modules`` in the very
+    sandbox the grader builds (once per process and module set).
 
     Raises
     ------
@@ -83,7 +103,7 @@ def check_bwrap() -> str:
         With the reason and what to do instead.
     """
     executable = _bwrap()
-    reason = _probe(executable)
+    reason = _probe(executable, tuple(allowed_modules))
     if reason is not None:
         raise SandboxUnavailable(
             f"grade: cannot sandbox the submissions: {reason}. The grader runs every "

@@ -139,7 +139,7 @@ def run_cell(source: str, function: str, cases, *, forbidden_modules=(), pure: b
     """
     if sandbox not in SANDBOXES:
         raise ValueError(f"run_cell: sandbox must be one of {SANDBOXES}, got {sandbox!r}")
-    executable = check_bwrap() if sandbox == "bwrap" else None
+    executable = check_bwrap(allowed_modules) if sandbox == "bwrap" else None
     arrays: list = []
     trees = [[_child.encode(v, arrays) for v in case.args.values()] for case in cases]
     names = list(cases[0].args) if cases else []

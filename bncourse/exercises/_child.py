@@ -1,7 +1,9 @@
 """The sandboxed side of grading, and the wire format shared with the grader.
 
-This file is run as a script, ``python -I -B _child.py RESULT_FD``, once per
-submission and exercise, in an empty temporary directory. It must not import
+This file is run as a script, ``python -I -B _child.py RESULT_FD [PATH...]``,
+once per submission and exercise, in an empty temporary directory (inside the
+bubblewrap sandbox of ``bwrap``, or under resource limits only); the PATHs
+are appended to ``sys.path`` (the folder holding NumPy, when ``site`` is off). It must not import
 ``bncourse`` (the child may not), so it uses only the standard library and
 NumPy; the grader imports the same file as a module for :func:`pack`,
 :func:`unpack`, :func:`encode` and :func:`decode`.
@@ -13,8 +15,8 @@ source, the function name, the limits, the forbidden modules and folders,
 and the encoded arguments of every case.
 
 fd ``RESULT_FD`` (to the grader): one frame with ``status`` (``ok``,
-``not_attempted``, ``cell_error``, ``missing_function``, ``exit``,
-``memory`` or ``violation``), a ``message``, and for ``ok`` one entry per case:
+``not_attempted``, ``syntax_error``, ``cell_error``, ``missing_function``,
+``exit``, ``memory`` or ``violation``), a ``message``, and for ``ok`` one entry per case:
 ``{"out": tree}`` or ``{"error": text, "kind": kind}``, plus ``modified``
 (names of input arrays changed in place).
 
@@ -27,12 +29,15 @@ whose leaves are JSON numbers, strings, None, or references to arrays.
 Sandbox
 -------
 Before the learner's code runs, the child limits its address space, CPU
-time, file size (0: no file can be written) and core dumps, then installs
+time, file size (0: no file can be written), processes (0: no new process,
+enforced by the kernel for a grader that is not root) and core dumps, then installs
 an audit hook (``sys.addaudithook``, which Python code cannot remove). The
 hook ends the process with status :data:`VIOLATION_EXIT` on: importing a
-forbidden module (``bncourse``, torch, ...); opening a file for writing;
+forbidden module (``bncourse``, torch, ...) or one that starts processes
+(``multiprocessing``, ``subprocess``, ...); executing code from a forbidden
+package's file, however it was loaded; opening a file for writing;
 reading a file outside the Python installation or inside a forbidden
-package; deleting, renaming or creating files or folders; starting a process
+package (paths compared after following symlinks); deleting, renaming or creating files or folders; starting a process
 or a signal to another one; sockets; ctypes; changing resource limits; and
 walking the garbage collector's object lists (the way to the hook's state).
 """
@@ -44,7 +49,10 @@ import json
 import struct
 import sys
 
-import numpy as np
+if __name__ == "__main__":      # the sandboxed child: NumPy's folder (and the like) from argv
+    sys.path.extend(sys.argv[2:])
+
+import numpy as np  # noqa: E402
 
 MAGIC = b"BNXGRD01"
 VIOLATION_EXIT = 86
@@ -204,6 +212,11 @@ _BLOCKED_PREFIXES = ("os.exec", "os.spawn", "os.posix_spawn", "socket.", "ctypes
                      "_posixsubprocess.", "sqlite3.", "winreg.", "_winapi.", "msvcrt.")
 
 
+#: Modules that start processes (the new process would run without the audit hook).
+PROCESS_MODULES = ("subprocess", "multiprocessing", "_multiprocessing", "_posixsubprocess",
+                   "concurrent.futures.process", "pty")
+
+
 def _normalize(path: str, cwd: str) -> str:
     """Absolute, ``.``/``..``-free version of ``path`` using only str operations."""
     if not path.startswith("/"):
@@ -220,18 +233,64 @@ def _normalize(path: str, cwd: str) -> str:
     return "/" + "/".join(parts)
 
 
+def _resolver(lstat, readlink, is_link):
+    """``resolve(path)``: the real path of an absolute path, every symlink followed.
+
+    Built on the given ``os.lstat``/``os.readlink``/``stat.S_ISLNK`` objects
+    (captured before the learner's code runs), not on ``os.path.realpath``,
+    whose module globals Python code could replace.
+    """
+    def resolve(path: str) -> str:
+        parts, done, hops = path.split("/"), "", 0
+        parts.reverse()
+        while parts:
+            part = parts.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                done = done.rpartition("/")[0]
+                continue
+            candidate = done + "/" + part
+            try:
+                mode = lstat(candidate).st_mode
+            except OSError:
+                done = candidate
+                continue
+            if not is_link(mode):
+                done = candidate
+                continue
+            hops += 1
+            if hops > 40:
+                return candidate
+            target = readlink(candidate)
+            if target.startswith("/"):
+                done = ""
+            parts += reversed(target.split("/"))
+        return done or "/"
+    return resolve
+
+
 def _install_guard(result_fd: int, forbidden_modules, forbidden_dirs, read_roots, cwd: str):
     """Install the audit hook. Everything it uses is captured now, so that
-    monkeypatching modules later cannot change what it does."""
+    monkeypatching modules later cannot change what it does.
+
+    Paths are compared after following every symlink; a module's code is
+    checked where it is executed (the ``exec`` event), so that neither
+    ``importlib`` nor entries planted in ``sys.modules`` avoid the check.
+    """
     import os
+    import stat
 
     forbidden_modules = frozenset(forbidden_modules)
-    forbidden_dirs = tuple(d.rstrip("/") + "/" for d in forbidden_dirs)
-    read_roots = tuple(d.rstrip("/") + "/" for d in read_roots)
+    process_modules = PROCESS_MODULES
+    resolve = _resolver(os.lstat, os.readlink, stat.S_ISLNK)
+    forbidden_dirs = tuple({resolve(d).rstrip("/") + "/" for d in forbidden_dirs} |
+                           {d.rstrip("/") + "/" for d in forbidden_dirs})
+    read_roots = tuple({resolve(d).rstrip("/") + "/" for d in read_roots})
     blocked, prefixes = _BLOCKED_EVENTS, _BLOCKED_PREFIXES
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     write, exit_, dumps, pack_ = os.write, os._exit, json.dumps, struct.pack
-    str_, int_, bytes_, type_ = str, int, bytes, type
+    str_, int_, bytes_, type_, getattr_ = str, int, bytes, type, getattr
 
     def deny(reason: str):
         head = dumps({"status": "violation", "message": reason, "arrays": []}).encode()
@@ -240,11 +299,30 @@ def _install_guard(result_fd: int, forbidden_modules, forbidden_dirs, read_roots
         finally:
             exit_(VIOLATION_EXIT)
 
+    def refused_name(name) -> bool:
+        if type_(name) is not str_:
+            return False
+        if name.partition(".")[0] in forbidden_modules:
+            return True
+        return any(name == m or name.startswith(m + ".") for m in process_modules)
+
+    def check_file(path, shown, reading: bool):
+        real = resolve(_normalize(path, cwd))
+        if (real + "/").startswith(forbidden_dirs):
+            deny(f"{'reads' if reading else 'runs'} {shown!r}, a file of a module it may "
+                 f"not use")
+        if reading and not (real + "/").startswith(read_roots):
+            deny(f"reads {shown!r} (reading files is not allowed)")
+
     def hook(event, args):
         if event == "import":
-            name = args[0]
-            if type_(name) is str_ and name.partition(".")[0] in forbidden_modules:
-                deny(f"imports {name} (the exercise must be solved without it)")
+            if refused_name(args[0]):
+                deny(f"imports {args[0]} (the exercise must be solved without it)")
+            return
+        if event == "exec":
+            filename = getattr_(args[0], "co_filename", None)
+            if type_(filename) is str_ and filename.startswith("/"):
+                check_file(filename, filename, False)
             return
         if event == "open":
             path, mode, flags = args[0], args[1], args[2]
@@ -258,11 +336,7 @@ def _install_guard(result_fd: int, forbidden_modules, forbidden_dirs, read_roots
                                          or "+" in mode)) or \
                     (type_(flags) is int_ and flags & write_flags):
                 deny(f"opens {path!r} for writing (writing files is not allowed)")
-            full = _normalize(path, cwd)
-            if (full + "/").startswith(forbidden_dirs):
-                deny(f"reads {path!r}, a file of a module it may not use")
-            if not (full + "/").startswith(read_roots):
-                deny(f"reads {path!r} (reading files is not allowed)")
+            check_file(path, path, True)
             return
         if event in blocked or event.startswith(prefixes):
             deny(f"calls {event} (not allowed while grading)")
@@ -281,6 +355,9 @@ def _set_limits(limits: dict):
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # No new process or thread; enforced by the kernel unless the grader runs as root
+    # (the bubblewrap sandbox adds a seccomp filter that holds for root too).
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
 
 
 def _error_text(exc: BaseException) -> str:
@@ -315,9 +392,13 @@ def _run(header: dict, arrays: list, result_fd: int, write, exit_):
     roots |= {os.path.realpath(p) for p in list(roots)}
     try:
         # Compiled before the guard: a SyntaxError reads the source "file" to quote it.
+        # Any error of the parser (RecursionError, MemoryError) is the cell's, not ours.
         code = compile(header["source"], "<exercise cell>", "exec")
+    except SyntaxError as exc:
+        send({"status": "syntax_error",
+              "message": f"line {exc.lineno}: {str(exc.msg)[:200]}"})
     except BaseException as exc:
-        send({"status": "cell_error", "message": _error_text(exc)})
+        send({"status": "syntax_error", "message": f"it cannot be parsed ({_error_text(exc)})"})
     _install_guard(result_fd, header["forbidden_modules"], header["forbidden_dirs"],
                    sorted(roots), cwd)
 

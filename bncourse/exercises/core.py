@@ -129,6 +129,9 @@ class Exercise:
         The function must not modify its input arrays.
     forbidden_modules : tuple of str
         Top-level modules the graded cell may not import.
+    allowed_modules : tuple of str
+        Third-party top-level modules the graded cell may import (the only
+        ones that exist in the grader's sandbox); default ``("numpy",)``.
     stub : str, optional
         Source of the exercise cell handed to learners (see
         ``notebook.exercise_cells``); default: generated from ``reference``'s
@@ -152,6 +155,7 @@ class Exercise:
     mistakes: Sequence[Mistake] = field(default_factory=tuple)
     pure: bool = True
     forbidden_modules: tuple = FORBIDDEN_MODULES
+    allowed_modules: tuple = ("numpy",)
     stub: str | None = None
 
     def __post_init__(self):
@@ -179,6 +183,12 @@ class Exercise:
             bad("mistakes", "a sequence of Mistake", self.mistakes)
         object.__setattr__(self, "mistakes", tuple(self.mistakes))
         object.__setattr__(self, "forbidden_modules", tuple(self.forbidden_modules))
+        object.__setattr__(self, "allowed_modules", tuple(self.allowed_modules))
+        clash = set(self.allowed_modules) & set(self.forbidden_modules)
+        if clash or not all(isinstance(m, str) and m.isidentifier()
+                            for m in self.allowed_modules):
+            bad("allowed_modules", "top-level module names, none of them forbidden",
+                self.allowed_modules)
         rtols = self.rtol.values() if isinstance(self.rtol, dict) else [self.rtol]
         if not rtols or any(not isinstance(r, (int, float)) or r < 0 for r in rtols) \
                 or not isinstance(self.atol, (int, float)) or self.atol < 0:
@@ -195,22 +205,27 @@ class Exercise:
         """The cell tag that marks the exercise cell."""
         return "exercise:" + self.id
 
-    def cases(self, which: str = "visible", seed_offset: int = 0) -> list[Case]:
+    def cases(self, which: str = "visible", seed_offset: int = 0,
+              shift: str = "hidden") -> list[Case]:
         """Build the ``"visible"``, ``"hidden"`` or ``"all"`` (visible then hidden) cases.
 
-        ``seed_offset`` is added to every ``seed`` parameter of the hidden cases,
-        so an instructor can draw fresh hidden cases for a grading session.
+        ``seed_offset`` is added to every ``seed`` parameter of the hidden cases
+        (``shift="hidden"``) or of every case (``shift="all"``, as the grader
+        does), so that a grading session draws fresh cases: the same shapes
+        and options, other numbers.
         """
         if which not in ("visible", "hidden", "all"):
             raise ValueError(f"Exercise.cases: which must be 'visible', 'hidden' or 'all', "
                              f"got {which!r}")
+        if shift not in ("hidden", "all"):
+            raise ValueError(f"Exercise.cases: shift must be 'hidden' or 'all', got {shift!r}")
         specs = [(p, False) for p in self.visible] if which in ("visible", "all") else []
         if which in ("hidden", "all"):
             specs += [(p, True) for p in self.hidden]
         cases = []
         for params, hidden in specs:
             params = dict(params)
-            if hidden and "seed" in params:
+            if (hidden or shift == "all") and "seed" in params:
                 params["seed"] = params["seed"] + int(seed_offset)
             kwargs = {k: v for k, v in params.items() if k != "note"}
             args = self.make_case(**kwargs)

@@ -2,7 +2,10 @@
 
 A submission is read as plain JSON (no nbformat validation, no code
 execution): any nbformat-4 notebook whose code cells carry an
-``exercise:<id>`` tag. What cannot be read is reported, not raised.
+``exercise:<id>`` tag. What cannot be read is reported, not raised: a file
+that is not a regular file (a symlink, a FIFO, a device) is refused before it
+is opened for reading, at most :data:`MAX_NOTEBOOK_BYTES` are read, and every
+parse error (deep nesting included) becomes the submission's error.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
-__all__ = ["Submission", "read_submission", "exercise_cells", "check_source", "TAG_PREFIX"]
+__all__ = ["Submission", "read_submission", "read_bounded", "exercise_cells", "check_source",
+           "TAG_PREFIX", "MAX_NOTEBOOK_BYTES", "MAX_CELL_CHARS"]
 
 TAG_PREFIX = "exercise:"
-MAX_NOTEBOOK_BYTES = 50_000_000
+MAX_NOTEBOOK_BYTES = 20_000_000
+#: Longest exercise cell the grader runs (longer ones earn nothing, unparsed).
+MAX_CELL_CHARS = 1_000_000
 _MAGIC = re.compile(r"^(\s*)([%!].*)$", re.MULTILINE)
 
 
@@ -46,19 +53,48 @@ def _source(cell) -> str:
     raise ValueError("a cell's source is neither a string nor a list of strings")
 
 
+def read_bounded(path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, refusing symlinks and anything over ``limit``.
+
+    The file is opened without following a symlink and without blocking (a
+    FIFO), checked to be a regular file through its descriptor, and read for at
+    most ``limit + 1`` bytes. Raises ``ValueError`` (or ``OSError``).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ValueError("a symbolic link, not a regular file") from None
+        raise exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError("not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return b"".join(chunks)
+
+
 def read_submission(path) -> Submission:
     """Read the exercise cells of the notebook at ``path``; never raises for a bad file."""
     path = os.fspath(path)
     sub = Submission(path=path)
     try:
-        if os.path.getsize(path) > MAX_NOTEBOOK_BYTES:
-            raise ValueError(f"larger than {MAX_NOTEBOOK_BYTES} bytes")
-        with open(path, encoding="utf-8") as f:
-            nb = json.load(f)
+        nb = json.loads(read_bounded(path, MAX_NOTEBOOK_BYTES).decode("utf-8"))
         if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
             raise ValueError("no list of cells (not an nbformat 4 notebook)")
         if nb.get("nbformat") != 4:
-            raise ValueError(f"nbformat {nb.get('nbformat')!r}, expected 4")
+            raise ValueError(f"nbformat {repr(nb.get('nbformat'))[:20]}, expected 4")
         for cell in nb["cells"]:
             if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
                 raise ValueError("a cell without a cell_type")
@@ -70,7 +106,7 @@ def read_submission(path) -> Submission:
                 if isinstance(tag, str) and tag.startswith(TAG_PREFIX) and \
                         cell["cell_type"] == "code":
                     sub.cells.setdefault(tag[len(TAG_PREFIX):], []).append(_source(cell))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
+    except Exception as exc:        # whatever the file holds, it is this submission's problem
         sub.cells = {}
         sub.error = f"malformed notebook ({type(exc).__name__}: {str(exc)[:200]})"
     return sub

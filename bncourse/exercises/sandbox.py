@@ -2,12 +2,23 @@
 
 :func:`run_cell` starts ``python -I -B -u _child.py`` (isolated mode: no
 user site, no environment variables, no script folder on ``sys.path``;
-unbuffered, so every byte printed is counted) in an
-empty temporary folder, sends it the cell's source and the cases' arguments
-on stdin, and reads two pipes: the child's own output (capped: a flood
-kills it) and the result frame. A wall-clock timer kills the whole process
-group. The child sets its CPU, memory, file-size and core limits and an
-audit hook before the learner's code runs (see ``_child``).
+unbuffered, so every byte printed is counted), sends it the cell's source
+and the cases' arguments on stdin, and reads two pipes: the child's own
+output (capped: a flood kills it) and the result frame. A wall-clock timer
+kills the whole process group, and so does the end of every run. The child
+sets its CPU, memory, file-size, process and core limits and an audit hook
+before the learner's code runs (see ``_child``).
+
+Two sandboxes (``sandbox=``):
+
+``"bwrap"`` (default)
+    The child runs inside bubblewrap (see ``bwrap``): own PID, network, IPC
+    and mount namespaces, a read-only file system holding only Python, NumPy
+    and the exercise's allowed modules, a private ``/tmp``, no new processes,
+    killed with the grader. The audit hook is a second layer.
+``"rlimits"``
+    The child runs on the grader's own file system, in an empty temporary
+    folder, with the resource limits and the audit hook only.
 
 The outcome is a :class:`RunOutcome`: a status and, when the cell ran, one
 entry per case, either the decoded output or the error it raised.
@@ -29,8 +40,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from bncourse.exercises import _child
+from bncourse.exercises.bwrap import bwrap_command, check_bwrap, seccomp_filter
 
-__all__ = ["Limits", "RunOutcome", "run_cell"]
+__all__ = ["Limits", "RunOutcome", "run_cell", "SANDBOXES"]
+
+#: The sandboxes ``run_cell`` knows, strongest first.
+SANDBOXES = ("bwrap", "rlimits")
 
 _CHILD = Path(_child.__file__).resolve()
 
@@ -81,7 +96,7 @@ def _forbidden_dirs(modules: tuple) -> tuple:
         if spec is None:
             continue
         locations = list(spec.submodule_search_locations or [])
-        if not locations and spec.origin:
+        if not locations and spec.origin and os.path.isabs(spec.origin):
             locations = [spec.origin]
         for loc in locations:
             dirs.add(os.path.abspath(loc))
@@ -99,7 +114,8 @@ def _child_env(home: str) -> dict:
 
 
 def run_cell(source: str, function: str, cases, *, forbidden_modules=(), pure: bool = True,
-             limits: Limits = Limits()) -> RunOutcome:
+             limits: Limits = Limits(), sandbox: str = "bwrap",
+             allowed_modules=("numpy",)) -> RunOutcome:
     """Run ``source`` in a sandboxed child, call ``function`` on every case, return outputs.
 
     Parameters
@@ -115,14 +131,23 @@ def run_cell(source: str, function: str, cases, *, forbidden_modules=(), pure: b
     pure : bool
         Report input arrays modified in place.
     limits : Limits
+    sandbox : {"bwrap", "rlimits"}
+        See the module docstring. ``"bwrap"`` raises
+        ``bwrap.SandboxUnavailable`` where bubblewrap cannot run.
+    allowed_modules : sequence of str
+        Third-party top-level modules visible in the bubblewrap sandbox.
     """
+    if sandbox not in SANDBOXES:
+        raise ValueError(f"run_cell: sandbox must be one of {SANDBOXES}, got {sandbox!r}")
+    executable = check_bwrap(allowed_modules) if sandbox == "bwrap" else None
     arrays: list = []
     trees = [[_child.encode(v, arrays) for v in case.args.values()] for case in cases]
     names = list(cases[0].args) if cases else []
     header = {
         "source": source, "function": function, "cases": trees, "arg_names": names,
         "pure": bool(pure), "forbidden_modules": list(forbidden_modules),
-        "forbidden_dirs": list(_forbidden_dirs(tuple(forbidden_modules))),
+        "forbidden_dirs": list(_forbidden_dirs(tuple(forbidden_modules) +
+                                               _child.PROCESS_MODULES)),
         "limits": {"memory_bytes": int(limits.memory_mb) * 2**20,
                    "cpu_seconds": max(1, math.ceil(limits.timeout))},
     }
@@ -134,7 +159,17 @@ def run_cell(source: str, function: str, cases, *, forbidden_modules=(), pure: b
         cwd = os.path.join(work, "cwd")
         os.mkdir(cwd)
         start = time.monotonic()
-        outcome = _execute(stdin, cwd, work, limits)
+        if executable is None:
+            outcome = _execute(stdin, cwd, work, limits, None)
+        else:
+            with tempfile.TemporaryFile(dir=work) as bpf:
+                program = seccomp_filter()
+                if program is not None:
+                    bpf.write(program)
+                    bpf.seek(0)
+                outcome = _execute(stdin, cwd, work, limits,
+                                   (executable, bpf.fileno() if program else None,
+                                    tuple(allowed_modules)))
         outcome.wall_s = time.monotonic() - start
         if outcome.status in ("ok", "not_attempted", "cell_error", "missing_function") and \
                 os.listdir(cwd):
@@ -143,13 +178,22 @@ def run_cell(source: str, function: str, cases, *, forbidden_modules=(), pure: b
     return outcome
 
 
-def _execute(stdin, cwd: str, home: str, limits: Limits) -> RunOutcome:
+def _execute(stdin, cwd: str, home: str, limits: Limits, bwrap) -> RunOutcome:
     result_r, result_w = os.pipe()
+    fds = (result_w,)
+    if bwrap is None:
+        command = [sys.executable, "-I", "-B", "-u", str(_CHILD), str(result_w)]
+        env = _child_env(home)
+    else:
+        executable, seccomp_fd, allowed = bwrap
+        fds += (seccomp_fd,) if seccomp_fd is not None else ()
+        command = bwrap_command(executable, str(_CHILD), result_w, seccomp_fd, allowed,
+                                env=_child_env("/tmp/work"))
+        env = {"PATH": os.defpath}
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-u", str(_CHILD), str(result_w)],
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(result_w,), cwd=cwd, env=_child_env(home), start_new_session=True)
+        proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, pass_fds=fds, cwd=cwd, env=env,
+                                start_new_session=True)
     except BaseException:
         os.close(result_r)
         raise
@@ -188,18 +232,20 @@ def _execute(stdin, cwd: str, home: str, limits: Limits) -> RunOutcome:
             except subprocess.TimeoutExpired:
                 reason = "timeout"
     finally:
-        if proc.poll() is None:
-            _kill(proc)
+        _kill(proc)         # always: whatever the child started in its group goes too
         sel.close()
         proc.stdout.close()
         os.close(result_r)
-    return _classify(proc.returncode, bytes(result), reason, limits)
+    returncode = proc.returncode
+    if bwrap is not None and 128 < returncode < 128 + 65:
+        returncode = 128 - returncode       # bwrap reports a child's death by signal as 128 + N
+    return _classify(returncode, bytes(result), reason, limits)
 
 
 def _kill(proc: subprocess.Popen):
     try:
         os.killpg(proc.pid, signal.SIGKILL)     # the child's own session and group
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
 
@@ -246,7 +292,8 @@ def _classify(returncode: int, result: bytes, reason, limits: Limits) -> RunOutc
         if status != "ok":
             if status == "memory":
                 return RunOutcome("memory", f"the code ran out of memory ({mem})")
-            if status not in ("not_attempted", "cell_error", "missing_function", "exit"):
+            if status not in ("not_attempted", "syntax_error", "cell_error",
+                              "missing_function", "exit"):
                 raise ValueError(f"unknown status {status!r}")
             return RunOutcome(status, message)
         cases = []

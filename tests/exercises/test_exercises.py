@@ -9,7 +9,6 @@ import io
 import json
 import linecache
 import os
-import signal
 import struct
 from pathlib import Path
 
@@ -423,90 +422,6 @@ def test_unpack_never_unpickles_and_rejects_malformed_frames():
         _child.unpack(good, max_array_bytes=8)
     with pytest.raises(ValueError):
         _child.decode({"t": "array", "k": 5}, [])
-
-
-# --------------------------------------------------------------------------- sandbox
-
-
-def _run(source, **kwargs):
-    ex = _tiny()
-    return run_cell(source, "mean_var", ex.cases("all"), forbidden_modules=ex.forbidden_modules,
-                    **{"limits": LIMITS, **kwargs})
-
-
-def test_sandbox_returns_the_outputs_of_a_self_contained_cell():
-    outcome = _run('''import numpy as np
-
-def mean_var(x):
-    return {"mean": x.mean(axis=0), "var": x.var(axis=0)}
-''')
-    assert outcome.status == "ok" and len(outcome.cases) == 2
-    for (kind, got, modified), case in zip(outcome.cases, _tiny().cases("all")):
-        assert kind == "out" and modified == []
-        np.testing.assert_array_equal(got["var"], case.args["x"].var(axis=0))
-
-
-def test_sandbox_reports_errors_in_place_modification_and_outside_names():
-    outcome = _run('''def mean_var(x):
-    x *= 2
-    return {"mean": x.mean(axis=0), "var": helper(x)}
-''')
-    assert outcome.status == "ok"
-    assert outcome.cases[0] == ("error", "NameError: name 'helper' is not defined", "exception")
-    ok = _run("def mean_var(x):\n    x *= 2\n    return 1.0\n")
-    assert [c[2] for c in ok.cases] == [["x"], ["x"]]
-    assert _run("def other(x):\n    return 1\n").status == "missing_function"
-
-
-@pytest.mark.parametrize("source, message", [
-    ("import torch\ndef mean_var(x):\n    return 1\n", "imports torch"),
-    ("import sklearn.preprocessing\ndef mean_var(x):\n    return 1\n", "imports sklearn"),
-    ("import importlib\nimportlib.import_module('bncourse')\ndef mean_var(x):\n    return 1\n",
-     "bncourse"),
-    ("import gc\ndef mean_var(x):\n    gc.get_objects()\n", "calls gc.get_objects"),
-    ("import os, signal\ndef mean_var(x):\n    os.kill(os.getppid(), signal.SIGKILL)\n",
-     "calls os.kill"),
-    ("import ctypes\ndef mean_var(x):\n    return ctypes.string_at(0)\n", "calls ctypes"),
-    ("import os\nos.chdir('/')\ndef mean_var(x):\n    return 1\n", "calls os.chdir"),
-    ("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (100, 100))\n"
-     "def mean_var(x):\n    return 1\n", "calls resource.setrlimit"),
-    ("import socket\ndef mean_var(x):\n    socket.create_connection(('localhost', 80))\n",
-     "calls socket"),
-    ("def mean_var(x):\n    return open('/etc/hostname').read()\n", "reads '/etc/hostname'"),
-    ("def mean_var(x):\n    return open('../../x', 'rb').read()\n", "reads '../../x'"),
-    ("import os\nfd = os.open('new.txt', os.O_CREAT | os.O_WRONLY)\n"
-     "def mean_var(x):\n    return 1\n", "for writing"),
-])
-def test_sandbox_ends_the_child_on_forbidden_operations(source, message):
-    outcome = _run(source)
-    assert outcome.status == "violation"
-    assert message in outcome.message
-
-
-def test_sandbox_limits_time_output_and_memory():
-    loop = _run("def mean_var(x):\n    while True:\n        pass\n",
-                limits=Limits(timeout=1.0))
-    # Stopped by the wall-clock or the CPU-time limit, whichever fires first on a
-    # loaded machine; the bound only guards against a hang, it is not a timing test.
-    assert loop.status == "timeout" and loop.wall_s < 30.0
-    flood = _run("print('x' * 5000)\ndef mean_var(x):\n    return 1\n",
-                 limits=Limits(max_output_bytes=4000))
-    assert flood.status == "flood"
-    fine = _run("print('x' * 3000)\ndef mean_var(x):\n    return 1\n",
-                limits=Limits(max_output_bytes=4000))
-    assert fine.status == "ok"
-    memory = _run("def mean_var(x):\n    return bytearray(600 * 2**20)\n",
-                  limits=Limits(memory_mb=256))
-    assert memory.status == "memory" and "256 MiB" in memory.message
-    big = _run("import numpy as np\ndef mean_var(x):\n    return np.zeros(10**6)\n",
-               limits=Limits(max_result_bytes=10**6))
-    assert big.status == "too_large"
-
-
-def test_sandbox_reports_a_crash_by_its_signal():
-    outcome = _run("import faulthandler\ndef mean_var(x):\n    faulthandler._sigabrt()\n")
-    assert outcome.status == "crash"
-    assert signal.Signals.SIGABRT.name in outcome.message
 
 
 def test_read_submission_reports_bad_notebooks(tmp_path):

@@ -1,0 +1,104 @@
+"""Tests for bncourse.exercises.ch12: references and plain solutions pass, oracles agree with the data."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from bncourse.exercises import check, get_exercise
+from bncourse.exercises.ch12 import EXERCISES, NOTEBOOK
+from bncourse.exercises.judge import judge_output
+
+IDS = [ex.id for ex in EXERCISES]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+# Independent learner-style solutions, written the plain NumPy way (not bncourse's code).
+def layer_norm_backward(dy, x, gamma, eps):
+    mean = x.mean(axis=-1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
+    x_hat = (x - mean) * inv_std
+    g = dy * gamma
+    dx = inv_std * (g - g.mean(axis=-1, keepdims=True)
+                    - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+    lead = tuple(range(x.ndim - 1))
+    return dx, (dy * x_hat).sum(axis=lead), dy.sum(axis=lead)
+
+
+def rms_norm(x, gamma, eps, dy):
+    inv_rms = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+    x_hat = x * inv_rms
+    g = dy * gamma
+    dx = inv_rms * (g - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+    return gamma * x_hat, dx, (dy * x_hat).sum(axis=tuple(range(x.ndim - 1)))
+
+
+def masked_batch_stats(x, mask):
+    real = x.transpose(0, 2, 1)[mask]             # (M, C)
+    return real.mean(axis=0), real.var(axis=0)
+
+
+SOLUTIONS = {"ch12-layer-norm-backward": layer_norm_backward, "ch12-rms-norm": rms_norm,
+             "ch12-masked-batch-stats": masked_batch_stats}
+
+
+def test_three_exercises_registered_for_this_chapter():
+    assert sorted(IDS) == sorted(SOLUTIONS)
+    for ex in EXERCISES:
+        assert get_exercise(ex.id) is ex
+        assert ex.notebook == NOTEBOOK == "book/12_sequence_models.ipynb"
+        assert ex.function == SOLUTIONS[ex.id].__name__
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_reference_and_plain_solution_pass_every_case(exercise_id):
+    ex = get_exercise(exercise_id)
+    for case in ex.cases("all"):
+        want = ex.expected_output(case)
+        for fn in (ex.reference, SOLUTIONS[exercise_id]):
+            verdict = judge_output(ex, case, case.call(fn), want)
+            assert verdict.passed, (fn.__name__, case.describe(), verdict.problems)
+
+
+def test_the_three_named_mistakes_have_their_hints():
+    """The brief's common mistakes: the batch axis, the mask in the count, eps outside the root."""
+    hints = {ex.id: " ".join(m.hint for m in ex.mistakes) for ex in EXERCISES}
+    assert "batch axis 0" in hints["ch12-layer-norm-backward"]
+    assert "batch axis 0" in hints["ch12-rms-norm"]
+    assert "inside the square root" in hints["ch12-rms-norm"]
+    assert "mask.sum()" in hints["ch12-masked-batch-stats"]
+
+
+def test_masked_cases_have_padding_and_the_oracle_ignores_it():
+    ex = get_exercise("ch12-masked-batch-stats")
+    cases = ex.cases("all")
+    assert any(not c.args["mask"].all() for c in cases)
+    case = cases[0]
+    x, mask = case.args["x"].copy(), case.args["mask"]
+    mean, var = ex.expected(x, mask)
+    x[np.broadcast_to(~mask[:, None, :], x.shape)] = 99.0        # junk at the padding
+    mean2, var2 = ex.expected(x, mask)
+    np.testing.assert_array_equal(mean, mean2)
+    np.testing.assert_array_equal(var, var2)
+
+
+@pytest.mark.parametrize("exercise_id", IDS)
+def test_stub_is_not_attempted_and_solution_passes_the_check(exercise_id, capsys):
+    ex = get_exercise(exercise_id)
+    namespace = {}
+    exec(ex.default_stub(), namespace)                       # noqa: S102 - our own stub
+    assert check(exercise_id, namespace[ex.function]).status == "not attempted"
+    assert "not attempted" in capsys.readouterr().out
+    assert check(exercise_id, SOLUTIONS[exercise_id]).status == "passed"
+
+
+def test_notebook_holds_each_stub_and_its_check():
+    path = ROOT / NOTEBOOK
+    cells = json.loads(path.read_text())["cells"]
+    for ex in EXERCISES:
+        idx = [i for i, c in enumerate(cells) if ex.tag in c.get("metadata", {}).get("tags", [])]
+        assert len(idx) == 1, ex.id
+        assert "".join(cells[idx[0]]["source"]).strip() == ex.default_stub().strip()
+        assert f'check("{ex.id}", {ex.function})' in "".join(cells[idx[0] + 1]["source"])
+        assert not cells[idx[0]].get("outputs")

@@ -202,7 +202,12 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
 
 
 def _check_backward(func: str, dy, cache, cache_type, kind=None):
-    """Check the cache and ``dy`` against it; return ``(dy, k, lead_axes)`` in the cache's dtype."""
+    """Check the cache and ``dy`` against it.
+
+    Returns ``(dy, k, lead_axes, row_axes, m)``: ``dy`` in the cache's dtype, the
+    number ``k`` of normalized axes, the leading axes (the rows), the normalized
+    axes of a row and its number ``m`` of values.
+    """
     if not isinstance(cache, cache_type) or (kind is not None and cache.kind != kind):
         made_by = {"layer": "layernorm_forward", "group": "groupnorm_forward"}.get(
             kind, "rmsnorm_forward")
@@ -212,8 +217,10 @@ def _check_backward(func: str, dy, cache, cache_type, kind=None):
     dy = check_array(func, "dy", dy, finite=False)
     check_shape(func, "dy", dy, cache.x_hat.shape, "the shape of x in the forward pass")
     stats = cache.inv_std if isinstance(cache, NormCache) else cache.inv_rms
-    k = cache.x_hat.ndim - stats.ndim
-    return dy.astype(cache.x_hat.dtype, copy=False), k, tuple(range(stats.ndim))
+    ndim, k = cache.x_hat.ndim, cache.x_hat.ndim - stats.ndim
+    m = int(np.prod(cache.x_hat.shape[ndim - k:]))
+    return (dy.astype(cache.x_hat.dtype, copy=False), k, tuple(range(ndim - k)),
+            tuple(range(ndim - k, ndim)), m)
 
 
 def layernorm_backward(dy, cache):
@@ -247,17 +254,15 @@ def layernorm_backward(dy, cache):
         ``dy`` does not have the shape of ``x``, or is not finite.
     """
     func = "layernorm_backward"
-    dy, k, lead_axes = _check_backward(func, dy, cache, NormCache, "layer")
+    dy, k, lead_axes, row, m = _check_backward(func, dy, cache, NormCache, "layer")
     x_hat, inv_std = cache.x_hat, _per_row(cache.inv_std, k)
-    feature_axes = tuple(range(x_hat.ndim - k, x_hat.ndim))
-    m = int(np.prod(x_hat.shape[-k:]))
     with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below
         dbeta = dy.sum(axis=lead_axes)
         dgamma = (dy * x_hat).sum(axis=lead_axes)
     check_finite_sums(func, "dy", dy, dbeta, dgamma)
     dx_hat = dy if cache.gamma is None else dy * cache.gamma
-    sum_dx_hat = dx_hat.sum(axis=feature_axes, keepdims=True)
-    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=feature_axes, keepdims=True)
+    sum_dx_hat = dx_hat.sum(axis=row, keepdims=True)
+    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=row, keepdims=True)
     dx = inv_std / m * (m * dx_hat - sum_dx_hat - x_hat * sum_dx_hat_x_hat)
     return dx, dgamma, dbeta
 
@@ -281,10 +286,8 @@ def layernorm_backward_graph(dy, cache):
     Same arguments, returns and errors as :func:`layernorm_backward`.
     """
     func = "layernorm_backward_graph"
-    dy, k, lead_axes = _check_backward(func, dy, cache, NormCache, "layer")
+    dy, k, lead_axes, row, m = _check_backward(func, dy, cache, NormCache, "layer")
     x_hat, inv_std, gamma = cache.x_hat, _per_row(cache.inv_std, k), cache.gamma
-    row = tuple(range(x_hat.ndim - k, x_hat.ndim))             # the m features of a row
-    m = int(np.prod(x_hat.shape[-k:]))
     std = 1.0 / inv_std                                         # node 6 solved for std
     xc = x_hat * std                                            # node 7 solved for xc
     dgx = dy                                                    # 9  y = gx + beta
@@ -376,15 +379,13 @@ def rmsnorm_backward(dy, cache):
         ``dy`` does not have the shape of ``x``, or is not finite.
     """
     func = "rmsnorm_backward"
-    dy, k, lead_axes = _check_backward(func, dy, cache, RMSNormCache)
+    dy, k, lead_axes, row, m = _check_backward(func, dy, cache, RMSNormCache)
     x_hat, inv_rms = cache.x_hat, _per_row(cache.inv_rms, k)
-    m = int(np.prod(x_hat.shape[-k:]))
     with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below
         dgamma = (dy * x_hat).sum(axis=lead_axes)
     check_finite_sums(func, "dy", dy, dgamma)
     dx_hat = dy * cache.gamma
-    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=tuple(range(x_hat.ndim - k, x_hat.ndim)),
-                                            keepdims=True)
+    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=row, keepdims=True)
     return inv_rms / m * (m * dx_hat - x_hat * sum_dx_hat_x_hat), dgamma
 
 
@@ -401,10 +402,8 @@ def rmsnorm_backward_graph(dy, cache):
     Same arguments, returns and errors as :func:`rmsnorm_backward`.
     """
     func = "rmsnorm_backward_graph"
-    dy, k, lead_axes = _check_backward(func, dy, cache, RMSNormCache)
+    dy, k, lead_axes, row, m = _check_backward(func, dy, cache, RMSNormCache)
     x_hat, inv_rms, gamma = cache.x_hat, _per_row(cache.inv_rms, k), cache.gamma
-    row = tuple(range(x_hat.ndim - k, x_hat.ndim))
-    m = int(np.prod(x_hat.shape[-k:]))
     rms = 1.0 / inv_rms                                         # node 4 solved for rms
     x = x_hat * rms                                             # node 5 solved for x
     with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below

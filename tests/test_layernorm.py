@@ -209,7 +209,7 @@ def test_rmsnorm_backward_matches_torch_and_finite_differences(rng, shape, which
 @given(rows=st.integers(1, 6), m=st.integers(1, 9), seed=st.integers(0, 2**32 - 1),
        scale=st.floats(1e-2, 1e2), eps=st.sampled_from([1e-6, 1e-2, 1.0]))
 def test_rmsnorm_properties(rows, m, seed, scale, eps):
-    """dx . x_hat per row is S * eps * inv_rms**3; y is invariant to scaling x up to eps."""
+    """dx . x_hat per row is S * eps * inv_rms**3; graph = closed form; y = gamma * x / rms (no centring)."""
     rng = np.random.default_rng(seed)
     x = scale * make_x(rng, (rows, m))
     gamma, dy = rng.normal(size=m), rng.normal(size=(rows, m))
@@ -220,7 +220,6 @@ def test_rmsnorm_properties(rows, m, seed, scale, eps):
     np.testing.assert_allclose((dx * cache.x_hat).sum(axis=1), s * eps * cache.inv_rms**3,
                                atol=1e-11 * m * size)
     assert np.abs(dx - rmsnorm_backward_graph(dy, cache)[0]).max() <= 1e-11 * size
-    # no centring: a shifted row gives a different output (unlike layer norm), unless m = 1
     ms = (x**2).mean(axis=1, keepdims=True)
     np.testing.assert_allclose(y, gamma * x / np.sqrt(ms + eps), rtol=1e-12, atol=1e-300)
 

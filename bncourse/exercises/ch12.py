@@ -1,4 +1,4 @@
-"""Chapter 12 exercises: layer-norm backward, RMS norm forward and backward, masked batch statistics.
+"""Chapter 12 exercises: layer-norm backward, RMS norm forward and backward, masked statistics.
 
 The expected answers come from PyTorch in float64 (``layer_norm`` and
 ``rms_norm`` with autograd, ``batch_norm``'s statistics of the real positions
@@ -140,7 +140,8 @@ def _rms_mistake(kind):
 
 
 _RMS_MISTAKES = [
-    Mistake(hints.EPS_OUTSIDE_ROOT.replace("(x - mean) / np.sqrt(var + eps)", "x / np.sqrt(ms + eps)")
+    Mistake(hints.EPS_OUTSIDE_ROOT
+            .replace("(x - mean) / np.sqrt(var + eps)", "x / np.sqrt(ms + eps)")
             .replace("(x - mean) / (np.sqrt(var) + eps)", "x / (np.sqrt(ms) + eps)"),
             _rms_mistake("eps-outside")),
     Mistake("RMS norm does not subtract the mean: divide x itself by sqrt(mean(x**2) + eps) "

@@ -15,6 +15,11 @@ hidden states after the last block (float64, untrained seeded weights).
 Public API
 ----------
 ``run_causal_leakage(settings=SETTINGS, batch_size=8, seq_len=12, features=8, d_model=16, depth=2, seed=0) -> LeakageResult``
+``leakage_verdict(result) -> str``
+    The claim "batch statistics let a causal model see later positions,
+    per-position normalization does not": "supported" when BN in training
+    mode changes the past at every cut and every other setting changes it by
+    exactly 0.0.
 ``SETTINGS``: ``{"LN": ("ln", True), "RMSNorm": ("rms", True), "BN, train mode": ("bn", True),
 "BN, eval mode": ("bn", False)}``, name -> (norm, training mode).
 """
@@ -29,7 +34,7 @@ import torch
 from bncourse._checks import fail, check_int
 from bncourse.lab.transformer import make_transformer
 
-__all__ = ["run_causal_leakage", "LeakageResult", "SETTINGS"]
+__all__ = ["run_causal_leakage", "LeakageResult", "SETTINGS", "leakage_verdict"]
 
 SETTINGS = {"LN": ("ln", True), "RMSNorm": ("rms", True), "BN, train mode": ("bn", True),
             "BN, eval mode": ("bn", False)}
@@ -61,7 +66,8 @@ def run_causal_leakage(settings=None, batch_size: int = 8, seq_len: int = 12, fe
     settings = dict(SETTINGS if settings is None else settings)
     if not settings:
         fail(func, "settings", "a non-empty dict name -> (norm, training)", "an empty one")
-    batch_size, seq_len = check_int(func, "batch_size", batch_size), check_int(func, "seq_len", seq_len, minimum=2)
+    batch_size = check_int(func, "batch_size", batch_size)
+    seq_len = check_int(func, "seq_len", seq_len, minimum=2)
     gen = torch.Generator().manual_seed(check_int(func, "seed", seed, minimum=0))
     x = torch.randn(batch_size, seq_len, features, generator=gen, dtype=torch.float64)
     fresh = torch.randn(batch_size, seq_len, features, generator=gen, dtype=torch.float64)
@@ -80,3 +86,14 @@ def run_causal_leakage(settings=None, batch_size: int = 8, seq_len: int = 12, fe
         leakage[name] = np.array(changes)
         scale[name] = float(h.abs().max())
     return LeakageResult(cuts, leakage, scale)
+
+
+def leakage_verdict(result: LeakageResult, leaking: str = "BN, train mode") -> str:
+    """"supported" when ``leaking`` leaks at every cut and every other setting never does."""
+    if not isinstance(result, LeakageResult):
+        fail("leakage_verdict", "result", "a LeakageResult", type(result).__name__, TypeError)
+    if leaking not in result.leakage:
+        fail("leakage_verdict", "leaking", f"one of {list(result.leakage)}", repr(leaking))
+    leaks = bool(np.all(result.leakage[leaking] > 0.0))
+    exact = all(np.all(v == 0.0) for k, v in result.leakage.items() if k != leaking)
+    return "supported" if leaks and exact else "not supported"

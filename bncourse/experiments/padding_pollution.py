@@ -15,6 +15,11 @@ positions alone (the masked answer, which does not depend on ``T``).
 Public API
 ----------
 ``run_padding_pollution(lengths=(12, 9, 7, 4), pad_to=(12, 24, 48), features=6, mean=2.0, std=1.0, seed=0) -> PaddingResult``
+``padding_verdict(result, threshold=0.1) -> str``
+    The claim "zero padding corrupts BN's statistics and a mask repairs them":
+    "supported" when plain BN's real outputs are off by more than ``threshold``
+    (in units of the normalized output) at every padded length and masked BN's
+    and LN's by exactly 0.0.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from bncourse.batchnorm import batchnorm_forward
 from bncourse.layernorm import layernorm_forward
 from bncourse.masked_bn import masked_batch_stats, masked_batchnorm_forward
 
-__all__ = ["run_padding_pollution", "PaddingResult", "padding_mean_var"]
+__all__ = ["run_padding_pollution", "PaddingResult", "padding_mean_var", "padding_verdict"]
 
 
 def padding_mean_var(p, mu, var):
@@ -59,7 +64,7 @@ class PaddingResult:
 
 def run_padding_pollution(lengths=(12, 9, 7, 4), pad_to=(12, 24, 48), features: int = 6,
                           mean: float = 2.0, std: float = 1.0, seed: int = 0) -> PaddingResult:
-    """Normalize the same real tokens padded to each length in ``pad_to``; see the module docstring."""
+    """Normalize the same real tokens padded to each length in ``pad_to`` (module docstring)."""
     func = "run_padding_pollution"
     lengths = tuple(check_int(func, "lengths", n) for n in lengths)
     pad_to = tuple(check_int(func, "pad_to", t) for t in pad_to)
@@ -94,3 +99,12 @@ def run_padding_pollution(lengths=(12, 9, 7, 4), pad_to=(12, 24, 48), features: 
     return PaddingResult(pad_to, lengths, np.array(fraction), np.array(bn_mean),
                          np.array(bn_var), true_mean, true_var,
                          {k: np.array(v) for k, v in errors.items()})
+
+
+def padding_verdict(result: PaddingResult, threshold: float = 0.1) -> str:
+    """The verdict on "padding corrupts BN, a mask repairs it" (module docstring)."""
+    if not isinstance(result, PaddingResult):
+        fail("padding_verdict", "result", "a PaddingResult", type(result).__name__, TypeError)
+    polluted = bool(np.all(result.output_error["BN"] > threshold))
+    repaired = all(np.all(result.output_error[k] == 0.0) for k in ("masked BN", "LN"))
+    return "supported" if polluted and repaired else "not supported"

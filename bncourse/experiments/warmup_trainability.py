@@ -10,6 +10,12 @@ keeps the gradient norms level and trains without warmup. Two experiments:
     Norm of the gradient of each block's second feed-forward weight (Xiong et
     al.'s ``W^2`` of the FFN) at initialization, on one batch of digits read
     as sequences of 8 rows, for both placements and several depths.
+``warmup_effects(deep, shallow, threshold=0.1) -> dict``
+    The paired per-seed effects behind the verdicts, and the verdicts:
+    ``"post_warmup"`` (warmup gain of post-LN, deep), ``"pre_warmup"`` (of
+    pre-LN, deep), ``"pre_vs_post"`` (pre-LN minus post-LN, both without
+    warmup, deep), ``"shallow_post_warmup"`` (warmup gain of post-LN, shallow);
+    each ``(effects (S,), verdict)``.
 ``run_warmup_trainability(depths, seeds, ...)``
     Test accuracy after a short Adam run at a fixed learning rate, with and
     without a linear warmup, for both placements and several depths. Runs
@@ -29,12 +35,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bncourse._checks import fail, check_int
+from bncourse.lab.batches import batch_order
 from bncourse.lab.data import Dataset, load_digits_split
 from bncourse.lab.transformer import PLACEMENTS, make_transformer
 from bncourse.lab.training import train
 
 __all__ = ["WarmupAdam", "run_prepost_gradients", "run_warmup_trainability",
-           "GradientResult", "WarmupResult", "digit_rows", "seed_verdict"]
+           "GradientResult", "WarmupResult", "digit_rows", "seed_verdict", "warmup_effects"]
 
 SEQ_LEN = 8      # the 8 rows of a digit image are the positions
 ROW = 8          # 8 pixels per row are the features of a position
@@ -75,7 +82,7 @@ def _check_seeds(func: str, seeds) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class GradientResult:
-    """``norms[placement][depth]``: ``(S, depth)`` gradient norms of each block's FFN output weight."""
+    """``norms[placement][depth]``: ``(S, depth)`` gradient norms of each block's FFN weight W2."""
 
     depths: tuple
     seeds: tuple
@@ -87,7 +94,7 @@ class GradientResult:
         return np.stack([self.norms[placement][d][:, -1] for d in self.depths])
 
     def depth_exponent(self, placement: str) -> float:
-        """Slope ``a`` of the least-squares fit ``log(norm) = a * log(depth) + b`` at the last block.
+        """Slope ``a`` of the fit ``log(norm) = a * log(depth) + b`` at the last block (least squares).
 
         Xiong et al.'s bounds: ``a = 0`` for post-LN, ``a = -1/2`` for pre-LN.
         """
@@ -100,8 +107,8 @@ def run_prepost_gradients(depths=(2, 4, 8, 16), seeds=(0, 1, 2), batch_size: int
     """Gradient norm per block at initialization for post-LN and pre-LN (Xiong et al., Fig. 3).
 
     For each seed both placements get the same initial Linear weights and the
-    same batch (the first ``batch_size`` training digits after a seeded
-    shuffle); the cross-entropy of that batch is backpropagated once.
+    same batch (the first batch that ``train(..., seed=seed)`` would see);
+    the cross-entropy of that batch is backpropagated once.
     """
     func = "run_prepost_gradients"
     depths = tuple(check_int(func, "depths", d) for d in depths)
@@ -112,8 +119,8 @@ def run_prepost_gradients(depths=(2, 4, 8, 16), seeds=(0, 1, 2), batch_size: int
     data = digit_rows() if data is None else data
     norms = {p: {d: np.zeros((len(seeds), d)) for d in depths} for p in PLACEMENTS}
     for i, seed in enumerate(seeds):
-        idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(seed))
-        x, y = data.x_train[idx[:batch_size]], data.y_train[idx[:batch_size]]
+        idx = batch_order(data.n_train, batch_size, 1, seed)[0]     # train()'s first batch
+        x, y = data.x_train[idx], data.y_train[idx]
         for depth in depths:
             for placement in PLACEMENTS:
                 net = make_transformer(ROW, data.num_classes, SEQ_LEN, d_model=d_model,
@@ -187,3 +194,26 @@ def seed_verdict(effects, threshold: float, alternative: str = "greater") -> str
 
     return verdict(np.asarray(effects, dtype=np.float64), threshold=threshold,
                    alternative=alternative)
+
+
+def warmup_effects(deep: WarmupResult, shallow: WarmupResult, threshold: float = 0.1) -> dict:
+    """Name -> ``(per-seed effects, verdict)`` for the chapter's warmup claims (module docstring).
+
+    ``deep`` must hold both placements at one depth, ``shallow`` post-LN at
+    another; both with warmups ``(0, w)`` and the same seeds. ``threshold`` is
+    in test accuracy (fraction).
+    """
+    func = "warmup_effects"
+    for name, result in (("deep", deep), ("shallow", shallow)):
+        if not isinstance(result, WarmupResult) or len(result.warmups) != 2 \
+                or result.warmups[0] != 0 or len(result.depths) != 1:
+            fail(func, name, "a WarmupResult of one depth with warmups (0, w)", repr(result)[:80])
+    if ("pre", 0) not in deep.accuracy or shallow.seeds != deep.seeds:
+        fail(func, "deep", "both placements and the seeds of shallow", repr(deep.seeds))
+    w, w_shallow = deep.warmups[1], shallow.warmups[1]
+    a, b = deep.accuracy, shallow.accuracy
+    effects = {"post_warmup": a["post", w][0] - a["post", 0][0],
+               "pre_warmup": a["pre", w][0] - a["pre", 0][0],
+               "pre_vs_post": a["pre", 0][0] - a["post", 0][0],
+               "shallow_post_warmup": b["post", w_shallow][0] - b["post", 0][0]}
+    return {k: (e, seed_verdict(e, threshold)) for k, e in effects.items()}

@@ -64,7 +64,7 @@ PLACEMENTS = ("pre", "post")
 
 
 class TokenBatchNorm(nn.BatchNorm1d):
-    """Batch norm over the batch and time axes of ``(B, T, D)``: one mean per feature from B*T values."""
+    """Batch norm over the batch and time axes of ``(B, T, D)``: per feature, over B*T values."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.transpose(1, 2)).transpose(1, 2)

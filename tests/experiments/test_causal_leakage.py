@@ -34,3 +34,13 @@ def test_bad_arguments():
         run_causal_leakage(seq_len=1)
     with pytest.raises(ValueError, match=r"run_causal_leakage: settings must be a non-empty dict"):
         run_causal_leakage(settings={})
+
+
+def test_verdict_rule(result):
+    from bncourse.experiments.causal_leakage import LeakageResult, leakage_verdict
+
+    assert leakage_verdict(result) == "supported"
+    leaky_ln = dict(result.leakage, LN=result.leakage["LN"] + 1e-300)
+    assert leakage_verdict(LeakageResult(result.cuts, leaky_ln, result.scale)) == "not supported"
+    with pytest.raises(ValueError, match=r"leakage_verdict: leaking must be one of"):
+        leakage_verdict(result, leaking="GN")

@@ -26,3 +26,17 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"run_padding_pollution: pad_to must be non-empty, every "
                                          r"length >= the longest sequence 12"):
         run_padding_pollution(pad_to=(10,))
+
+
+def test_verdict_rule():
+    import dataclasses
+
+    from bncourse.experiments.padding_pollution import padding_verdict
+
+    r = run_padding_pollution()
+    assert padding_verdict(r) == "supported"
+    assert padding_verdict(r, threshold=100.0) == "not supported"
+    broken = dataclasses.replace(r, output_error=dict(r.output_error, LN=r.output_error["LN"] + 1))
+    assert padding_verdict(broken) == "not supported"
+    with pytest.raises(TypeError, match=r"padding_verdict: result must be a PaddingResult"):
+        padding_verdict({})

@@ -10,6 +10,7 @@ from bncourse.experiments.warmup_trainability import (
     run_prepost_gradients,
     run_warmup_trainability,
     seed_verdict,
+    warmup_effects,
 )
 
 
@@ -59,3 +60,17 @@ def test_bad_arguments():
         run_warmup_trainability(placements=("side",), progress=False)
     with pytest.raises(ValueError, match=r"run_prepost_gradients: seeds must be a non-empty"):
         run_prepost_gradients(seeds=())
+
+
+def test_warmup_effects_pair_the_arms_by_seed():
+    data = load_digits_split(seed=0)
+    kw = dict(seeds=(0, 1), warmups=(0, 5), steps=6, data=data, progress=False)
+    deep = run_warmup_trainability(depths=(2,), **kw)
+    shallow = run_warmup_trainability(depths=(1,), placements=("post",), **kw)
+    out = warmup_effects(deep, shallow)
+    assert set(out) == {"post_warmup", "pre_warmup", "pre_vs_post", "shallow_post_warmup"}
+    effects, verdict = out["pre_vs_post"]
+    np.testing.assert_array_equal(effects, deep.accuracy["pre", 0][0] - deep.accuracy["post", 0][0])
+    assert verdict == seed_verdict(effects, 0.1)
+    with pytest.raises(ValueError, match=r"warmup_effects: deep must be both placements"):
+        warmup_effects(shallow, shallow)

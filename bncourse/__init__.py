@@ -23,7 +23,9 @@ fold              fold an evaluation-mode BatchNorm into the Linear or convoluti
 ghost_bn          ghost batch normalization over virtual sub-batches (chapter 7)
 noisy_bn          BN with random shifts and scales after it, Santurkar et al.'s noisy BN (chapter 5)
 batch_renorm      batch renormalization (Ioffe 2017) (chapter 10)
-groupnorm         layer and group normalization in NumPy (chapter 10)
+groupnorm         group normalization in NumPy, forward and backward, built on layernorm (chapter 10)
+layernorm         layer and RMS normalization in NumPy: forward, closed-form and graph backward (chapter 12)
+masked_bn         batch normalization with statistics over the real (unpadded) positions (chapter 12)
 sync_bn           synchronized BN over several processes, one batch normalized as one (chapter 10)
 standardize       input standardization with training statistics (chapter 1)
 gradcheck         finite-difference gradients and the relative error

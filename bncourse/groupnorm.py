@@ -32,13 +32,27 @@ layer normalization of a fully connected layer.
 There is no training/evaluation difference and no running statistic: the
 statistics of a sample are always its own.
 
+Group normalization *is* layer normalization of each group: ``x`` viewed
+as ``(N, G, m)`` is layer-normalized over its last axis, then scaled and
+shifted per channel. The forward and backward passes below are built that way
+on :mod:`bncourse.layernorm`, where layer normalization (forward, closed-form
+and graph backward) and RMS normalization live.
+
+Backward, with ``dx_hat = gamma * dy`` (per channel)::
+
+    dbeta  = sum(dy)            over every axis but 1, as in BN
+    dgamma = sum(dy * x_hat)    over every axis but 1
+    dx     = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))
+             with the two sums over the m values of each (sample, group)
+
 Public API
 ----------
 ``groupnorm_forward(x, num_groups, gamma, beta, eps=1e-5) -> (y, cache)``
-``layernorm_forward(x, gamma, beta, eps=1e-5) -> (y, cache)``
+``groupnorm_backward(dy, cache) -> (dx, dgamma, dbeta)``
+``layernorm_forward`` and ``NormCache``, re-exported from :mod:`bncourse.layernorm`.
 ``NormCache``: ``x_hat`` (shape of ``x``), ``mean``, ``var``, ``inv_std``
 (one value per normalized set: ``(N, G)`` for group norm, ``x.shape[:-k]``
-for layer norm).
+for layer norm), ``gamma``, ``kind``.
 
 Examples
 --------
@@ -57,64 +71,19 @@ True
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 
 import numpy as np
 
 from bncourse._checks import (
     fail,
-    check_array,
     check_bn_input,
     check_channel_vector,
+    check_finite_sums,
     check_positive,
 )
+from bncourse.layernorm import NormCache, layernorm_backward, layernorm_forward
 
-__all__ = ["NormCache", "groupnorm_forward", "layernorm_forward"]
-
-
-@dataclass(frozen=True, eq=False)
-class NormCache:
-    """The normalized input and the per-set statistics of one forward pass.
-
-    Attributes
-    ----------
-    x_hat : ndarray, shape of ``x``
-        ``(x - mean) * inv_std``, before the scale and shift.
-    mean, var, inv_std : ndarray
-        Mean, biased variance and ``1 / sqrt(var + eps)`` of each normalized
-        set: shape ``(N, G)`` for group norm, ``x.shape[:-k]`` for layer norm.
-    """
-
-    x_hat: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray
-    inv_std: np.ndarray
-
-
-def _row_statistics(rows: np.ndarray):
-    """Return ``(centred, mean, var)`` of each row of a 2-D array, computed in its dtype.
-
-    Two passes with a correction, as ``bncourse.batchnorm``: the variance is
-    taken from centred values (``E[x^2] - E[x]^2`` cancels when the mean is
-    large against the spread), and the mean of the residuals is removed once
-    more because in float32 the first mean itself carries rounding error.
-    """
-    m = rows.shape[1]
-    mean = rows.sum(axis=1, keepdims=True) / m
-    centred = rows - mean
-    correction = centred.sum(axis=1, keepdims=True) / m
-    centred -= correction
-    mean = mean + correction
-    var = np.einsum("pm,pm->p", centred, centred)[:, None] / m
-    return centred, mean, var
-
-
-def _normalize_rows(rows: np.ndarray, eps: float):
-    """Normalize each row of ``(P, m)``: ``(x_hat, mean, var, inv_std)``, stats of shape (P,)."""
-    centred, mean, var = _row_statistics(rows)
-    inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = np.multiply(centred, inv_std, out=centred)
-    return x_hat, mean[:, 0], var[:, 0], inv_std[:, 0]
+__all__ = ["NormCache", "groupnorm_backward", "groupnorm_forward", "layernorm_forward"]
 
 
 def _check_num_groups(func: str, num_groups, num_channels: int) -> int:
@@ -145,7 +114,7 @@ def groupnorm_forward(x, num_groups, gamma, beta, eps=1e-5):
     -------
     y : ndarray, shape and dtype of ``x``
     cache : NormCache
-        ``mean``, ``var``, ``inv_std`` of shape ``(N, G)``.
+        ``mean``, ``var``, ``inv_std`` of shape ``(N, G)``, ``kind="group"``.
 
     Raises
     ------
@@ -167,62 +136,68 @@ def groupnorm_forward(x, num_groups, gamma, beta, eps=1e-5):
     eps = check_positive(func, "eps", eps)
 
     m = c // g * int(np.prod(x.shape[2:]))   # explicit: reshape(-1) cannot infer it when N = 0
-    x_hat, mean, var, inv_std = _normalize_rows(x.reshape(n * g, m), eps)
+    ones, zeros = np.ones(m, dtype=x.dtype), np.zeros(m, dtype=x.dtype)
+    x_hat, groups = layernorm_forward(x.reshape(n, g, m), ones, zeros, eps)  # each group a row
     x_hat = x_hat.reshape(x.shape)
     view = (1, c) + (1,) * (x.ndim - 2)
-    y = x_hat.copy() if gamma is None else x_hat * gamma.astype(x.dtype, copy=False).reshape(view)
+    if gamma is not None:
+        gamma = gamma.astype(x.dtype, copy=False)
+    y = x_hat.copy() if gamma is None else x_hat * gamma.reshape(view)
     if beta is not None:
         y += beta.astype(x.dtype, copy=False).reshape(view)
-    cache = NormCache(x_hat, mean.reshape(n, g), var.reshape(n, g), inv_std.reshape(n, g))
+    cache = NormCache(x_hat, groups.mean, groups.var, groups.inv_std, gamma=gamma, kind="group")
     return y, cache
 
 
-def layernorm_forward(x, gamma, beta, eps=1e-5):
-    """Layer norm ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` over the last axes.
+def groupnorm_backward(dy, cache):
+    """Closed-form gradients of group norm: ``dx``, ``dgamma``, ``dbeta`` (module docstring).
 
-    The normalized axes are the last ``gamma.ndim`` axes of ``x``.
+    The input gradient is layer norm's (:func:`bncourse.layernorm.layernorm_backward`)
+    applied to each (sample, group) with ``dx_hat = gamma * dy`` as its upstream
+    gradient; ``dgamma`` and ``dbeta`` are per channel, summed over every axis but 1.
 
     Parameters
     ----------
-    x : ndarray, shape (N, ..., *normalized_shape), float32 or float64
-        2-D to 5-D. Not modified.
-    gamma, beta : ndarray, shape ``normalized_shape``
-        Elementwise scale and shift; ``normalized_shape = gamma.shape`` must be
-        the trailing part of ``x.shape`` and leave the batch axis out.
-    eps : float, > 0
+    dy : ndarray, shape (N, C, *S)
+        Upstream gradient. Not modified.
+    cache : NormCache
+        From :func:`groupnorm_forward`.
 
     Returns
     -------
-    y : ndarray, shape and dtype of ``x``
-    cache : NormCache
-        ``mean``, ``var``, ``inv_std`` of shape ``x.shape[:-gamma.ndim]``.
+    dx : ndarray, shape (N, C, *S)
+    dgamma, dbeta : ndarray, shape (C,)
+        Returned also when the forward had no scale or shift.
 
     Raises
     ------
     TypeError
-        ``x``/``gamma``/``beta`` not a float ndarray.
+        ``cache`` is not a group-norm ``NormCache``; ``dy`` is not a float ndarray.
     ValueError
-        ``x`` not 2-D to 5-D or not finite; ``gamma.shape`` not a trailing part
-        of ``x.shape`` that leaves axis 0 out; ``beta.shape != gamma.shape``;
-        ``eps <= 0``.
+        ``dy`` does not have the shape of ``x``, or is not finite.
     """
-    func = "layernorm_forward"
-    x = check_array(func, "x", x)
-    if not 2 <= x.ndim <= 5:
-        fail(func, "x", "2-D to 5-D", f"shape {x.shape} ({x.ndim}-D)")
-    gamma = check_array(func, "gamma", gamma)
-    k = gamma.ndim
-    if not 1 <= k < x.ndim or x.shape[x.ndim - k:] != gamma.shape:
-        fail(func, "gamma", f"of shape x.shape[-k:] for some k in 1..{x.ndim - 1} "
-              f"(the normalized trailing axes of x of shape {x.shape})", f"shape {gamma.shape}")
-    beta = check_array(func, "beta", beta)
-    if beta.shape != gamma.shape:
-        fail(func, "beta", f"of shape {gamma.shape} (the shape of gamma)", f"shape {beta.shape}")
-    eps = check_positive(func, "eps", eps)
-
-    lead = x.shape[:x.ndim - k]
-    x_hat, mean, var, inv_std = _normalize_rows(x.reshape(int(np.prod(lead)), gamma.size), eps)
-    x_hat = x_hat.reshape(x.shape)
-    y = x_hat * gamma.astype(x.dtype, copy=False) + beta.astype(x.dtype, copy=False)
-    cache = NormCache(x_hat, mean.reshape(lead), var.reshape(lead), inv_std.reshape(lead))
-    return y, cache
+    func = "groupnorm_backward"
+    if not isinstance(cache, NormCache) or cache.kind != "group":
+        got = type(cache).__name__ + (f" of kind {cache.kind!r}" if hasattr(cache, "kind") else "")
+        raise TypeError(f"{func}: cache must be the NormCache returned by groupnorm_forward, "
+                        f"got {got}")
+    x_hat = cache.x_hat
+    if not isinstance(dy, np.ndarray) or dy.shape != x_hat.shape:
+        got = f"shape {dy.shape}" if isinstance(dy, np.ndarray) else type(dy).__name__
+        exc = ValueError if isinstance(dy, np.ndarray) else TypeError
+        fail(func, "dy", f"an ndarray of shape {x_hat.shape} (the shape of x)", got, exc)
+    dy = dy.astype(x_hat.dtype, copy=False)
+    n, c = x_hat.shape[:2]
+    g = cache.mean.shape[1]
+    axes = (0, *range(2, x_hat.ndim))
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below
+        dbeta = dy.sum(axis=axes)
+        dgamma = (dy * x_hat).sum(axis=axes)
+    check_finite_sums(func, "dy", dy, dbeta, dgamma)
+    view = (1, c) + (1,) * (x_hat.ndim - 2)
+    dx_hat = dy if cache.gamma is None else dy * cache.gamma.reshape(view)
+    m = c // g * int(np.prod(x_hat.shape[2:]))
+    rows = NormCache(x_hat.reshape(n, g, m), cache.mean,
+                     cache.var, cache.inv_std, gamma=None, kind="layer")
+    dx, _, _ = layernorm_backward(dx_hat.reshape(rows.x_hat.shape), rows)
+    return dx.reshape(x_hat.shape), dgamma, dbeta

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bncourse.groupnorm import NormCache, groupnorm_forward, layernorm_forward
+from bncourse.gradcheck import numerical_gradient
+from bncourse.groupnorm import NormCache, groupnorm_backward, groupnorm_forward, layernorm_forward
+from bncourse.layernorm import layernorm_forward as layernorm_forward_here
 
 SHAPES = [(5, 6), (4, 6, 7), (3, 6, 4, 5), (2, 6, 3, 4, 3)]
 SHAPE_IDS = ["2d", "3d", "4d", "5d"]
@@ -118,30 +120,6 @@ def test_inputs_are_not_modified(rng):
         np.testing.assert_array_equal(a, b)
 
 
-# --- layer norm ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-def test_layernorm_matches_torch_for_every_normalized_rank(rng, shape, dtype):
-    x = make_x(rng, shape, dtype)
-    for k in range(1, len(shape)):
-        normalized = shape[len(shape) - k:]
-        gamma = rng.normal(1.0, 0.5, size=normalized).astype(dtype)
-        beta = rng.normal(size=normalized).astype(dtype)
-        y, cache = layernorm_forward(x, gamma, beta, eps=1e-5)
-        want = F.layer_norm(t64(x), normalized, t64(gamma), t64(beta), eps=1e-5).numpy()
-        assert y.dtype == dtype and y.shape == shape
-        assert max_rel(y, want) < TOL[dtype], k
-        assert cache.mean.shape == shape[:len(shape) - k]
-
-
-def test_layernorm_of_a_matrix_normalizes_each_row(rng):
-    x = make_x(rng, (6, 10))
-    y, cache = layernorm_forward(x, np.ones(10), np.zeros(10))
-    np.testing.assert_allclose(y.mean(axis=1), 0.0, atol=1e-14)
-    np.testing.assert_allclose(cache.var, x.var(axis=1), rtol=1e-12)
-
-
 # --- the property that matters: no dependence on the rest of the batch --------------------------
 
 @settings(max_examples=30, deadline=None)
@@ -191,18 +169,80 @@ def test_groupnorm_bad_eps():
         groupnorm_forward(np.zeros((2, 4)), 2, None, None, eps=0.0)
 
 
-@pytest.mark.parametrize("args,exc,match", [
-    ((np.zeros((2, 3)), [1.0] * 3, np.zeros(3)), TypeError, r"layernorm_forward: gamma must be a numpy"),
-    ((np.zeros(3), np.ones(3), np.zeros(3)), ValueError, r"layernorm_forward: x must be 2-D to 5-D"),
-    ((np.zeros((2, 3)), np.ones(4), np.zeros(4)), ValueError,
-     r"gamma must be of shape x.shape\[-k:\] for some k in 1..1 .*got shape \(4,\)"),
-    ((np.zeros((2, 3)), np.ones((2, 3)), np.zeros((2, 3))), ValueError,
-     r"gamma must be of shape x.shape\[-k:\]"),
-    ((np.zeros((2, 3, 4)), np.ones(3), np.zeros(3)), ValueError, r"gamma must be of shape"),
-    ((np.zeros((2, 3)), np.ones(3), np.zeros(2)), ValueError,
-     r"beta must be of shape \(3,\) \(the shape of gamma\), got shape \(2,\)"),
-    ((np.zeros((2, 3)), np.ones(3, dtype=np.int32), np.zeros(3)), TypeError, r"gamma must be an array"),
-])
-def test_layernorm_bad_input(args, exc, match):
-    with pytest.raises(exc, match=match):
-        layernorm_forward(*args)
+def test_layernorm_forward_is_reexported_from_its_module():
+    assert layernorm_forward is layernorm_forward_here
+
+
+# --- group norm backward ------------------------------------------------------------------------
+
+def torch_group_norm_grads(x, num_groups, gamma, beta, dy, eps=1e-5):
+    x_t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    params = [None if a is None else torch.tensor(a, dtype=torch.float64, requires_grad=True)
+              for a in (gamma, beta)]
+    F.group_norm(x_t, num_groups, *params, eps=eps).backward(t64(dy))
+    return [x_t.grad.numpy()] + [None if p is None else p.grad.numpy() for p in params]
+
+
+@pytest.mark.parametrize("num_groups", [1, 2, 3, 6])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_groupnorm_backward_matches_torch_autograd(rng, shape, num_groups):
+    x = make_x(rng, shape)
+    gamma, beta = rng.normal(1.0, 0.5, size=shape[1]), rng.normal(size=shape[1])
+    dy = rng.normal(size=shape)
+    _, cache = groupnorm_forward(x, num_groups, gamma, beta)
+    ours = groupnorm_backward(dy, cache)
+    # Errors relative to the size dx would have without cancellation, |dy| |gamma| inv_std:
+    # with 2 values per group x_hat = +-1 and dx cancels to ~1e-6 of that, with 1 value
+    # dx is exactly 0 (torch returns rounding noise), so max(|dx|) is no yardstick there.
+    # dgamma and dbeta: sums of |dy| per channel (x_hat of a lone value is exactly 0 here).
+    param_scale = np.abs(dy).reshape(shape[0], shape[1], -1).sum(axis=(0, 2)).max()
+    scales = [np.abs(dy).max() * np.abs(gamma).max() * cache.inv_std.max(), param_scale,
+              param_scale]
+    for a, b, scale in zip(ours, torch_group_norm_grads(x, num_groups, gamma, beta, dy), scales):
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() / max(np.abs(b).max(), scale) < 1e-12
+
+
+def test_groupnorm_backward_without_affine_and_finite_differences(rng):
+    x = make_x(rng, (3, 4, 5))
+    dy = rng.normal(size=x.shape)
+    _, cache = groupnorm_forward(x, 2, None, None)
+    dx, dgamma, dbeta = groupnorm_backward(dy, cache)
+    want = torch_group_norm_grads(x, 2, None, None, dy)[0]
+    assert max_rel(dx, want) < 1e-12
+    fd = numerical_gradient(lambda v: groupnorm_forward(v, 2, None, None)[0], x, dy)
+    assert max_rel(dx, fd) < 1e-8
+    np.testing.assert_allclose(dbeta, dy.sum(axis=(0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(dgamma, (dy * cache.x_hat).sum(axis=(0, 2)), rtol=1e-12)
+
+
+def test_groupnorm_backward_float32_and_empty_batch(rng):
+    x = make_x(rng, (4, 6, 3), np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    _, cache = groupnorm_forward(x, 3, np.ones(6, np.float32), np.zeros(6, np.float32))
+    dx, dgamma, _ = groupnorm_backward(dy, cache)
+    assert dx.dtype == dgamma.dtype == np.float32
+    want = torch_group_norm_grads(x.astype(np.float64), 3, np.ones(6), np.zeros(6),
+                                  dy.astype(np.float64))[0]
+    assert max_rel(dx, want) < 1e-4
+    _, cache = groupnorm_forward(np.zeros((0, 4, 3)), 2, None, None)
+    dx, dgamma, dbeta = groupnorm_backward(np.zeros((0, 4, 3)), cache)
+    assert dx.shape == (0, 4, 3) and dgamma.shape == dbeta.shape == (4,)
+
+
+def test_groupnorm_backward_bad_input(rng):
+    x = make_x(rng, (3, 4, 5))
+    _, cache = groupnorm_forward(x, 2, None, None)
+    _, ln_cache = layernorm_forward(x, np.ones(5), np.zeros(5))
+    with pytest.raises(TypeError, match=r"groupnorm_backward: cache must be the NormCache returned "
+                                        r"by groupnorm_forward, got NormCache of kind 'layer'"):
+        groupnorm_backward(np.ones_like(x), ln_cache)
+    with pytest.raises(ValueError, match=r"groupnorm_backward: dy must be an ndarray of shape "
+                                         r"\(3, 4, 5\).*got shape \(3, 4\)"):
+        groupnorm_backward(np.ones((3, 4)), cache)
+    with pytest.raises(TypeError, match=r"groupnorm_backward: dy must be an ndarray"):
+        groupnorm_backward([[1.0]], cache)
+    bad = np.ones_like(x)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"groupnorm_backward: dy must be finite"):
+        groupnorm_backward(bad, cache)

@@ -33,4 +33,8 @@ chapter:
     precision          bfloat16 autocast and channels-last: BN's dtype and error
     compile_fusion     the graph torch.compile captures, against folding BN by hand
     ddp_sync           DDP with per-process BN, torch's and the course's SyncBatchNorm
+12  padding_pollution  zero padding in BN's statistics; masked BN and LN against it
+    causal_leakage     later positions seen through batch statistics in a causal model
+    batch_dependence   predictions that change with the rest of the batch at inference
+    warmup_trainability  pre-LN and post-LN: gradients at initialization, training with warmup
 """

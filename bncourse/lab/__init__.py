@@ -14,4 +14,5 @@ plotting       figures with 95% bands over seeds, percentile bands and error bar
 diagrams       computational-graph diagrams drawn with matplotlib (chapter 4)
 norm_axes      masks and pictures of the axes that share one mean and variance (chapter 2)
 forward_check  a forward pass or a layer against PyTorch on 2-D to 5-D input (chapter 2)
+transformer    a tiny causal transformer with the normalization and its placement as knobs (chapter 12)
 """

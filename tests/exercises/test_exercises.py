@@ -181,6 +181,8 @@ def test_notebook_has_the_stub_cell_then_the_check_cell(exercise_id):
     defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert defined == [ex.function]
     assert "raise NotImplementedError" in stub.source
+    assert stub.source.strip() == ex.default_stub().strip(), "the notebook's stub is the declared one"
+    assert not stub.get("outputs"), "stub cells are committed without outputs"
     assert f'check("{ex.id}", {ex.function})' in check_cell.source
     headings = [c.source for c in nb.cells[:where[0]] if c.cell_type == "markdown"]
     assert any(h.lstrip().startswith("## Exercises") for h in headings)

@@ -122,7 +122,8 @@ def test_no_module_imports_private_names_of_another():
         for mod, names in _imports(name, path):
             if mod in PRIVATE_SHARED:
                 continue
-            found += [f"{name}: from {mod} import {n}" for n in names if n.startswith("_")]
+            found += [f"{name}: from {mod} import {n}" for n in names
+                      if n.startswith("_") and not n.endswith("__")]
             own_package = mod.rpartition(".")[0] in (name, name.rpartition(".")[0])
             if mod.rpartition(".")[2].startswith("_") and not own_package:
                 found.append(f"{name}: imports the private module {mod}")

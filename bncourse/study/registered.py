@@ -20,27 +20,26 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from bncourse._checks import _fail
 from bncourse.batchnorm import batchnorm_forward
 from bncourse.conditioning import extreme_eigenvalues, least_squares_quadratic, \
     predicted_steps, with_intercept
-from bncourse.data import load_digits_split
 from bncourse.gradcheck import relative_error
-from bncourse.models import make_mlp
 from bncourse.standardize import Standardizer
 from bncourse.study.experiments import Diverged, grid, register
-from bncourse.training import train
+
+# torch and the modules built on it are imported inside the functions: listing,
+# planning and a fully cached study then start in a fraction of a second.
 
 __all__ = ["run_conditioning", "run_z_vs_a", "run_placement", "run_bias_gradient",
            "run_undo_normalization", "torch_device"]
 
 
-def torch_device(device: str) -> torch.device:
+def torch_device(device: str):
     """``"cpu"`` or ``"cuda"`` as a ``torch.device``; CUDA must be available when asked for."""
+    import torch
+
     if device not in ("cpu", "cuda"):
         _fail("torch_device", "device", "'cpu' or 'cuda'", repr(device))
     if device == "cuda" and not torch.cuda.is_available():
@@ -81,7 +80,8 @@ def run_conditioning(seed: int, device: str = "cpu", *, dataset: str, fraction: 
     steps_standardized)`` with the steps of chapter 1 (predicted from the
     eigen-decomposition, at the best learning rate of a geometric grid).
     """
-    torch_device(device)                                  # NumPy only; checks the argument
+    if device not in ("cpu", "cuda"):                     # NumPy only
+        _fail("run_conditioning", "device", "'cpu' or 'cuda'", repr(device))
     x, y = _regression_data(dataset)
     rows = np.random.default_rng(seed).permutation(len(x))[:int(round(fraction * len(x)))]
     x, y = x[rows], y[rows]
@@ -104,12 +104,17 @@ register("conditioning", version=1, claims=(14,),
 # ---------------------------------------------------------------- MLPs on the digits
 @functools.lru_cache(maxsize=8)
 def _digits(seed: int):
+    from bncourse.data import load_digits_split
+
     return load_digits_split(seed=seed)
 
 
 def _train_mlp(seed: int, device: str, *, activation: str, bn: str, hidden, steps: int,
                lr: float, batch_size: int, init_scale=None) -> dict:
     """Train a digits MLP for one seed (split, initialization and batch order) -> metrics."""
+    from bncourse.models import make_mlp
+    from bncourse.training import train
+
     dev = torch_device(device)
     data = _digits(seed)
     net = make_mlp(data.n_features, hidden=tuple(hidden), activation=activation, bn=bn,
@@ -163,6 +168,10 @@ register("placement", version=1, claims=(13,),
 # ---------------------------------------------------------------- demonstrations
 def run_bias_gradient(seed: int, device: str = "cpu", *, dtype: str, batch: int) -> dict:
     """Claim 8: ``max |dL/db| / max |dL/dW|`` for a Linear bias right before BN."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
     dev = torch_device(device)
     kind = {"float64": torch.float64, "float32": torch.float32}[dtype]
     gen = torch.Generator().manual_seed(seed)
@@ -190,7 +199,8 @@ register("bias_gradient", version=1, claims=(8,),
 def run_undo_normalization(seed: int, device: str = "cpu", *, dtype: str, batch: int,
                            eps: float = 1e-5) -> dict:
     """Claim 10: BN with ``gamma = sqrt(var + eps)``, ``beta = mean`` returns its input."""
-    torch_device(device)
+    if device not in ("cpu", "cuda"):
+        _fail("run_undo_normalization", "device", "'cpu' or 'cuda'", repr(device))
     rng = np.random.default_rng(seed)
     x = rng.normal(rng.uniform(-5, 5), rng.uniform(0.1, 10), size=(batch, 4)).astype(dtype)
     gamma, beta = np.sqrt(x.var(axis=0) + eps), x.mean(axis=0)

@@ -34,6 +34,8 @@ import dataclasses
 import logging
 import math
 import numbers
+import os
+import sys
 import time
 import traceback
 from typing import Iterable
@@ -80,10 +82,13 @@ def _check_metrics(name: str, metrics) -> dict:
 
 
 def execute(task: Task) -> RunRecord:
-    """Compute one run in this process at one thread; never raises for the experiment's errors."""
-    import torch
+    """Compute one run in this process at one thread; never raises for the experiment's errors.
 
-    torch.set_num_threads(1)
+    ``OMP_NUM_THREADS=1`` is set before the experiment can first import torch,
+    and ``torch.set_num_threads(1)`` when torch is already loaded.
+    """
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _one_thread()
     status, metrics, trace = "ok", {}, ""
     start = time.perf_counter()
     try:
@@ -104,7 +109,16 @@ def execute(task: Task) -> RunRecord:
                      seed=task.seed, scale=task.scale, claims=task.claims, status=status,
                      metrics=metrics, traceback=trace, commit=task.commit,
                      versions=task.versions, device=provenance.device_name(task.device),
-                     threads=torch.get_num_threads(), seconds=seconds)
+                     threads=_one_thread(), seconds=seconds)
+
+
+def _one_thread() -> int:
+    """Set torch to one thread if it is loaded; return its thread count (1 when not loaded)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 1
+    torch.set_num_threads(1)
+    return int(torch.get_num_threads())
 
 
 def plan(experiments: Iterable[Experiment], scale: str, device: str = "cpu") -> list[Task]:

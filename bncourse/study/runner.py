@@ -45,7 +45,7 @@ from bncourse.study import provenance
 from bncourse.study.experiments import SCALES, Diverged, Experiment, get_experiment
 from bncourse.study.store import RunRecord, Store, run_key
 
-__all__ = ["Task", "execute", "plan", "run_study", "StudySummary"]
+__all__ = ["Task", "execute", "plan", "run_study", "StudySummary", "local_cluster"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,14 +145,25 @@ class StudySummary:
     seconds: float = 0.0
 
 
+def local_cluster(workers: int):
+    """The embedded cluster: ``workers`` processes of one thread each (and one BLAS thread)."""
+    import dask
+    from distributed import LocalCluster
+
+    # The workers' statistical profiler samples every thread's stack 100 times a
+    # second: a cost without use here.
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, silence_logs=logging.ERROR,
+                            env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+
+
 def _client(workers: int, scheduler: str | None):
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None:
         return Client(scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    cluster = local_cluster(workers)
     return Client(cluster), cluster
 
 

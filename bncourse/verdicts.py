@@ -106,7 +106,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 
 __all__ = ["decide", "combine", "describe", "Verdict", "LABELS", "COMBINED_LABELS"]
 
@@ -183,28 +183,28 @@ def _check_real(func: str, arg: str, value, *, positive: bool, allow_none: bool 
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(func, arg, "a real number", f"{type(value).__name__} {value!r}", TypeError)
+        fail(func, arg, "a real number", f"{type(value).__name__} {value!r}", TypeError)
     value = float(value)
     if not math.isfinite(value) or (positive and value <= 0):
-        _fail(func, arg, "a finite number > 0" if positive else "a finite number", repr(value))
+        fail(func, arg, "a finite number > 0" if positive else "a finite number", repr(value))
     return value
 
 
 def _check_effects(func: str, effects) -> np.ndarray:
     if isinstance(effects, (str, bytes, dict)) or np.ndim(effects) == 0 \
             and not hasattr(effects, "__len__"):
-        _fail(func, "effects", "a 1-D sequence of per-seed effects",
+        fail(func, "effects", "a 1-D sequence of per-seed effects",
               type(effects).__name__, TypeError)
     try:
         x = np.asarray(effects, dtype=np.float64)
     except (TypeError, ValueError):
-        _fail(func, "effects", "a 1-D sequence of real numbers", repr(effects)[:80], TypeError)
+        fail(func, "effects", "a 1-D sequence of real numbers", repr(effects)[:80], TypeError)
     if x.ndim != 1:
-        _fail(func, "effects", "1-D (one effect per seed)", f"shape {x.shape}")
+        fail(func, "effects", "1-D (one effect per seed)", f"shape {x.shape}")
     if x.size < 2:
-        _fail(func, "effects", "at least 2 paired effects (seeds)", f"{x.size}")
+        fail(func, "effects", "at least 2 paired effects (seeds)", f"{x.size}")
     if not np.all(np.isfinite(x)):
-        _fail(func, "effects", "finite numbers (a diverged run is a result to count, "
+        fail(func, "effects", "finite numbers (a diverged run is a result to count, "
               "not a NaN effect)", f"{int(np.sum(~np.isfinite(x)))} non-finite value(s)")
     return x
 
@@ -279,16 +279,16 @@ def decide(effects, threshold, alternative: str = "greater", confidence: float =
     x = _check_effects(func, effects)
     threshold = _check_real(func, "threshold", threshold, positive=True)
     if alternative not in _ALTERNATIVES:
-        _fail(func, "alternative", "'greater' or 'less'", repr(alternative))
+        fail(func, "alternative", "'greater' or 'less'", repr(alternative))
     confidence = _check_real(func, "confidence", confidence, positive=True)
     if not 0.0 < confidence < 1.0:
-        _fail(func, "confidence", "a number in (0, 1)", repr(confidence))
+        fail(func, "confidence", "a number in (0, 1)", repr(confidence))
     resolution = _check_real(func, "resolution", resolution, positive=True, allow_none=True)
     sign = 1.0 if alternative == "greater" else -1.0
     d = sign * x
     if np.all(d == d[0]):
         if resolution is None:
-            _fail(func, "resolution", "the step of the measurement (> 0) when every effect is "
+            fail(func, "resolution", "the step of the measurement (> 0) when every effect is "
                   "equal (zero variance: a t-interval would have zero width)",
                   f"None with all {x.size} effects = {x[0]!r}")
         method = "sign"
@@ -340,16 +340,16 @@ def combine(verdicts: Sequence[Verdict]) -> str:
     """
     func = "combine"
     if isinstance(verdicts, Verdict) or not isinstance(verdicts, (list, tuple)):
-        _fail(func, "verdicts", "a list or tuple of Verdict (from decide)",
+        fail(func, "verdicts", "a list or tuple of Verdict (from decide)",
               type(verdicts).__name__, TypeError)
     if not verdicts:
-        _fail(func, "verdicts", "a non-empty list of Verdict", "an empty one")
+        fail(func, "verdicts", "a non-empty list of Verdict", "an empty one")
     for i, v in enumerate(verdicts):
         if not isinstance(v, Verdict):
-            _fail(func, f"verdicts[{i}]", "a Verdict (from decide)", type(v).__name__, TypeError)
+            fail(func, f"verdicts[{i}]", "a Verdict (from decide)", type(v).__name__, TypeError)
     levels = {v.confidence for v in verdicts}
     if len(levels) != 1:
-        _fail(func, "verdicts", "verdicts at one confidence level", f"levels {sorted(levels)}")
+        fail(func, "verdicts", "verdicts at one confidence level", f"levels {sorted(levels)}")
     alpha = 1 - levels.pop()
     shown = multipletests([v.p_value for v in verdicts], alpha=alpha, method="holm")[0]
     equivalent = multipletests([v.p_equivalence for v in verdicts], alpha=alpha,
@@ -382,11 +382,11 @@ def describe(verdict: Verdict, scale: float = 100.0, unit: str = "percentage poi
     below the smallest effect 3 seeds detect with 80% power, 6.79)'
     """
     if not isinstance(verdict, Verdict):
-        _fail("describe", "verdict", "a Verdict (from decide)", type(verdict).__name__,
+        fail("describe", "verdict", "a Verdict (from decide)", type(verdict).__name__,
               TypeError)
     scale = _check_real("describe", "scale", scale, positive=True)
     if not isinstance(digits, numbers.Integral) or isinstance(digits, bool) or digits < 0:
-        _fail("describe", "digits", "an int >= 0", repr(digits))
+        fail("describe", "digits", "an int >= 0", repr(digits))
     f = f"{{:+.{digits}f}}"
     level = f"{100 * verdict.confidence:g}%"
     text = (f"{f.format(scale * verdict.mean)} {unit} ({level} interval "

@@ -53,8 +53,8 @@ import urllib.request
 import numpy as np
 import torch
 
-from bncourse._checks import _fail, check_int
-from bncourse.data import Dataset, split_and_standardize
+from bncourse._checks import check_int, fail
+from bncourse.lab.data import Dataset, stratified_split
 from bncourse.standardize import Standardizer
 
 __all__ = ["SplitDataset", "three_way_split", "load_mnist1d", "load_digits_splits",
@@ -87,7 +87,7 @@ class SplitDataset(Dataset):
 
 def _fraction(func: str, arg: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        _fail(func, arg, "a float in (0, 1)", repr(value))
+        fail(func, arg, "a float in (0, 1)", repr(value))
     return float(value)
 
 
@@ -96,9 +96,10 @@ def three_way_split(x, y, *, seed: int, validation_fraction: float, test_fractio
                     image_shape=None, name: str = "") -> SplitDataset:
     """Stratified seeded train/validation/test split of ``x (N, D)``, ``y (N,)``.
 
-    The test set takes ``test_fraction`` of each class (``np.random.default_rng(seed)``),
-    the validation set ``validation_fraction`` of the whole from what is left
-    (a generator derived from ``seed``); standardization uses the training
+    The test set takes ``test_fraction`` of each class
+    (``bncourse.lab.data.stratified_split`` with ``seed``), the validation set
+    ``validation_fraction`` of the whole from what is left (a seed derived from
+    ``seed``); standardization (float64, stored as float32) uses the training
     statistics only.
     """
     func = "three_way_split"
@@ -106,22 +107,26 @@ def three_way_split(x, y, *, seed: int, validation_fraction: float, test_fractio
     val_f = _fraction(func, "validation_fraction", validation_fraction)
     test_f = _fraction(func, "test_fraction", test_fraction)
     if val_f + test_f >= 1:
-        _fail(func, "validation_fraction + test_fraction", "below 1", repr(val_f + test_f))
-    outer = split_and_standardize(x, y, seed=seed, test_fraction=test_f, standardize=False,
-                                  num_classes=num_classes)
+        fail(func, "validation_fraction + test_fraction", "below 1", repr(val_f + test_f))
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(y).astype(np.int64)
+    if y.shape != (x.shape[0],):
+        fail(func, "y", f"shape ({x.shape[0]},) to match x", f"shape {y.shape}")
+    rest, test = stratified_split(y, test_f, seed)
     inner_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
-    inner = split_and_standardize(outer.x_train.numpy(), outer.y_train.numpy(),
-                                  seed=inner_seed, test_fraction=val_f / (1 - test_f),
-                                  standardize=False, num_classes=outer.num_classes)
-    parts = [inner.x_train.numpy(), inner.x_test.numpy(), outer.x_test.numpy()]
+    train_pos, val_pos = stratified_split(y[rest], val_f / (1 - test_f), inner_seed)
+    train, val = rest[train_pos], rest[val_pos]
+    parts = [x[train], x[val], x[test]]
     if standardize:
-        scaler = Standardizer().fit(parts[0].astype(np.float64))
-        parts = [scaler.transform(p.astype(np.float64)) for p in parts]
+        scaler = Standardizer().fit(parts[0])
+        parts = [scaler.transform(p) for p in parts]
     x_tr, x_va, x_te = (torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))
                         for p in parts)
-    return SplitDataset(x_train=x_tr, y_train=inner.y_train, x_test=x_te, y_test=outer.y_test,
-                        num_classes=outer.num_classes, image_shape=image_shape, name=name,
-                        x_val=x_va, y_val=inner.y_test)
+    k = int(num_classes) if num_classes is not None else int(y.max()) + 1
+    return SplitDataset(x_train=x_tr, y_train=torch.from_numpy(y[train]), x_test=x_te,
+                        y_test=torch.from_numpy(y[test]), num_classes=k,
+                        image_shape=image_shape, name=name, x_val=x_va,
+                        y_val=torch.from_numpy(y[val]))
 
 
 @functools.lru_cache(maxsize=1)
@@ -186,7 +191,7 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
-        _fail("load_cifar10", "root", "CIFAR-10 batches of (n, 3072) bytes with n labels",
+        fail("load_cifar10", "root", "CIFAR-10 batches of (n, 3072) bytes with n labels",
               f"{path!r} with data {data.shape} and labels {labels.shape}")
     return data, labels
 
@@ -202,7 +207,7 @@ def load_cifar10(root, download: bool = False, standardize: bool = True,
     folder = _cifar_batches(os.fspath(root), download)
     names = sorted(n for n in os.listdir(folder) if n.startswith("data_batch_"))
     if not names or not os.path.exists(os.path.join(folder, "test_batch")):
-        _fail("load_cifar10", "root", "a cifar-10-batches-py folder with data_batch_* and "
+        fail("load_cifar10", "root", "a cifar-10-batches-py folder with data_batch_* and "
               "test_batch", f"{folder!r} with {sorted(os.listdir(folder))}")
     train = [_read_cifar_batch(os.path.join(folder, n)) for n in names]
     x_test, y_test = _read_cifar_batch(os.path.join(folder, "test_batch"))

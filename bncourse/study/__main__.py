@@ -8,6 +8,7 @@
     python -m bncourse.study status
     python -m bncourse.study export --out book/results
     python -m bncourse.study verify --sample 5
+    python -m bncourse.study bench --out study-bench.json
 
 ``run`` takes ledger ids or experiment names. Before it runs anything it
 imports the committed snapshot (``--snapshot``, default ``book/results``) into
@@ -109,6 +110,18 @@ def _cmd_verify(args) -> int:
     return 1 if bad else 0
 
 
+def _cmd_bench(args) -> int:
+    import json
+
+    from bncourse.study.bench import measure
+
+    result = measure(runs=args.runs, rounds=args.rounds, snapshot=args.snapshot)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of ``python -m bncourse.study``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bncourse.study",
@@ -137,11 +150,16 @@ def main(argv=None) -> int:
     ver.add_argument("--seed", type=int)
     ver.add_argument("--max-seconds", type=float)
     ver.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench = sub.add_parser("bench", help="measure the runner (what make bench judges)")
+    bench.add_argument("--out", required=True, help="JSON file to write")
+    bench.add_argument("--runs", type=int, default=40)
+    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--snapshot", default=DEFAULT_DIR)
     args = parser.parse_args(argv)
     if args.command == "run" and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     return {"list": _cmd_list, "run": _cmd_run, "status": _cmd_status, "export": _cmd_export,
-            "verify": _cmd_verify}[args.command](args)
+            "verify": _cmd_verify, "bench": _cmd_bench}[args.command](args)
 
 
 if __name__ == "__main__":

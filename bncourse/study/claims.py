@@ -45,7 +45,7 @@ from typing import Iterable
 
 import numpy as np
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 
 __all__ = ["Claim", "CLAIMS", "get_claim", "paired_effects", "KINDS"]
 
@@ -181,9 +181,9 @@ def get_claim(claim_id) -> Claim:
     try:
         key = int(claim_id)
     except (TypeError, ValueError):
-        _fail("get_claim", "claim_id", "a ledger number 1..15", repr(claim_id), TypeError)
+        fail("get_claim", "claim_id", "a ledger number 1..15", repr(claim_id), TypeError)
     if key not in CLAIMS or isinstance(claim_id, bool):
-        _fail("get_claim", "claim_id", f"one of {sorted(CLAIMS)}", repr(claim_id))
+        fail("get_claim", "claim_id", f"one of {sorted(CLAIMS)}", repr(claim_id))
     return CLAIMS[key]
 
 
@@ -217,7 +217,7 @@ def paired_effects(claim: Claim, rows: Iterable[dict]) -> dict:
     {'{"init_scale":null}': [0.1]}
     """
     if not isinstance(claim, Claim):
-        _fail("paired_effects", "claim", "a Claim", type(claim).__name__, TypeError)
+        fail("paired_effects", "claim", "a Claim", type(claim).__name__, TypeError)
     allowed = {n: set(map(_canon, values)) for n, values in claim.settings.items()}
     table: dict = {}
     for r in rows:

@@ -49,7 +49,7 @@ import itertools
 import os
 from typing import Callable, Iterable
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 
 __all__ = ["Experiment", "Diverged", "register", "grid", "get_experiment", "registry",
            "experiments_for", "SCALES", "PLUGIN_VARIABLE"]
@@ -93,7 +93,7 @@ class Experiment:
     def runs(self, scale: str) -> list[tuple[dict, int]]:
         """Every ``(setting, seed)`` of ``scale``, settings outermost."""
         if scale not in SCALES:
-            _fail(f"Experiment.runs ({self.name})", "scale", f"one of {SCALES}", repr(scale))
+            fail(f"Experiment.runs ({self.name})", "scale", f"one of {SCALES}", repr(scale))
         return [(dict(s), seed) for s in self.settings[scale] for seed in self.seeds[scale]]
 
 
@@ -106,19 +106,19 @@ def grid(**axes) -> list[dict]:
     names = list(axes)
     for n in names:
         if isinstance(axes[n], (str, bytes)) or not hasattr(axes[n], "__iter__"):
-            _fail("grid", n, "a sequence of values", repr(axes[n]), TypeError)
+            fail("grid", n, "a sequence of values", repr(axes[n]), TypeError)
     return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
 
 
 def _check_scales(name: str, arg: str, value: dict, check_item) -> dict:
     if not isinstance(value, dict) or set(value) != set(SCALES):
-        _fail(f"register({name!r})", arg, f"a dict with exactly the keys {SCALES}",
+        fail(f"register({name!r})", arg, f"a dict with exactly the keys {SCALES}",
               repr(sorted(value)) if isinstance(value, dict) else type(value).__name__)
     out = {}
     for scale in SCALES:
         items = tuple(value[scale])
         if not items:
-            _fail(f"register({name!r})", f"{arg}[{scale!r}]", "a non-empty sequence",
+            fail(f"register({name!r})", f"{arg}[{scale!r}]", "a non-empty sequence",
                   "an empty one")
         for item in items:
             check_item(scale, item)
@@ -131,17 +131,17 @@ def register(name: str, *, version: int, claims: Iterable[int], settings: dict,
     """Decorator: register ``fn`` as experiment ``name`` (see the module docstring)."""
     func = f"register({name!r})"
     if not isinstance(name, str) or not name.isidentifier():
-        _fail("register", "name", "an identifier-like string", repr(name))
+        fail("register", "name", "an identifier-like string", repr(name))
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        _fail(func, "version", "an int >= 1", repr(version))
+        fail(func, "version", "an int >= 1", repr(version))
 
     def setting_ok(scale, s):
         if not isinstance(s, dict):
-            _fail(func, f"settings[{scale!r}]", "a sequence of dicts", repr(s), TypeError)
+            fail(func, f"settings[{scale!r}]", "a sequence of dicts", repr(s), TypeError)
 
     def seed_ok(scale, s):
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            _fail(func, f"seeds[{scale!r}]", "ints >= 0", repr(s))
+            fail(func, f"seeds[{scale!r}]", "ints >= 0", repr(s))
 
     settings = _check_scales(name, "settings", settings, setting_ok)
     seeds = _check_scales(name, "seeds", seeds, seed_ok)
@@ -149,7 +149,7 @@ def register(name: str, *, version: int, claims: Iterable[int], settings: dict,
 
     def decorate(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            _fail("register", "name", "a name not registered yet", repr(name))
+            fail("register", "name", "a name not registered yet", repr(name))
         _REGISTRY[name] = Experiment(name, fn, version, claims, settings, seeds)
         return fn
 
@@ -177,7 +177,7 @@ def get_experiment(name: str) -> Experiment:
     """The registered experiment ``name``."""
     reg = registry()
     if name not in reg:
-        _fail("get_experiment", "name", f"a registered experiment ({sorted(reg)})", repr(name))
+        fail("get_experiment", "name", f"a registered experiment ({sorted(reg)})", repr(name))
     return reg[name]
 
 
@@ -194,7 +194,7 @@ def experiments_for(targets: Iterable) -> list[Experiment]:
         if text.isdigit():
             found = [e for e in reg.values() if int(text) in e.claims]
             if not found:
-                _fail("experiments_for", "targets", "claim ids with a registered experiment "
+                fail("experiments_for", "targets", "claim ids with a registered experiment "
                       f"({sorted({c for e in reg.values() for c in e.claims})}) or "
                       f"experiment names", repr(t))
             for e in found:
@@ -202,6 +202,6 @@ def experiments_for(targets: Iterable) -> list[Experiment]:
         elif text in reg:
             chosen.setdefault(text, reg[text])
         else:
-            _fail("experiments_for", "targets", f"claim ids or experiment names "
+            fail("experiments_for", "targets", f"claim ids or experiment names "
                   f"({sorted(reg)})", repr(t))
     return list(chosen.values())

@@ -21,9 +21,9 @@ import functools
 
 import numpy as np
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 from bncourse.batchnorm import batchnorm_forward
-from bncourse.conditioning import extreme_eigenvalues, least_squares_quadratic, \
+from bncourse.experiments.conditioning import extreme_eigenvalues, least_squares_quadratic, \
     predicted_steps, with_intercept
 from bncourse.gradcheck import relative_error
 from bncourse.standardize import Standardizer
@@ -33,7 +33,7 @@ from bncourse.study.experiments import Diverged, grid, register
 # planning and a fully cached study then start in a fraction of a second.
 
 __all__ = ["run_conditioning", "run_z_vs_a", "run_placement", "run_bias_gradient",
-           "run_undo_normalization", "torch_device"]
+           "run_undo_normalization", "torch_device", "clear_caches"]
 
 
 def torch_device(device: str):
@@ -41,10 +41,16 @@ def torch_device(device: str):
     import torch
 
     if device not in ("cpu", "cuda"):
-        _fail("torch_device", "device", "'cpu' or 'cuda'", repr(device))
+        fail("torch_device", "device", "'cpu' or 'cuda'", repr(device))
     if device == "cuda" and not torch.cuda.is_available():
-        _fail("torch_device", "device", "'cpu' on a machine without CUDA", repr(device))
+        fail("torch_device", "device", "'cpu' on a machine without CUDA", repr(device))
     return torch.device(device)
+
+
+def clear_caches() -> None:
+    """Forget the data sets loaded so far in this process (for timing a cold start)."""
+    _regression_data.cache_clear()
+    _digits.cache_clear()
 
 
 # ---------------------------------------------------------------- claim 14
@@ -60,7 +66,7 @@ def _regression_data(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name == "breast_cancer":
         x, labels = load_breast_cancer(return_X_y=True)
         return x, np.where(labels == 1, 1.0, -1.0)
-    _fail("run_conditioning", "dataset", "'diabetes', 'wine' or 'breast_cancer'", repr(name))
+    fail("run_conditioning", "dataset", "'diabetes', 'wine' or 'breast_cancer'", repr(name))
 
 
 def _best_steps(x: np.ndarray, y: np.ndarray, n_lrs: int, tol: float) -> float:
@@ -81,7 +87,7 @@ def run_conditioning(seed: int, device: str = "cpu", *, dataset: str, fraction: 
     eigen-decomposition, at the best learning rate of a geometric grid).
     """
     if device not in ("cpu", "cuda"):                     # NumPy only
-        _fail("run_conditioning", "device", "'cpu' or 'cuda'", repr(device))
+        fail("run_conditioning", "device", "'cpu' or 'cuda'", repr(device))
     x, y = _regression_data(dataset)
     rows = np.random.default_rng(seed).permutation(len(x))[:int(round(fraction * len(x)))]
     x, y = x[rows], y[rows]
@@ -104,7 +110,7 @@ register("conditioning", version=1, claims=(14,),
 # ---------------------------------------------------------------- MLPs on the digits
 @functools.lru_cache(maxsize=8)
 def _digits(seed: int):
-    from bncourse.data import load_digits_split
+    from bncourse.lab.data import load_digits_split
 
     return load_digits_split(seed=seed)
 
@@ -112,8 +118,8 @@ def _digits(seed: int):
 def _train_mlp(seed: int, device: str, *, activation: str, bn: str, hidden, steps: int,
                lr: float, batch_size: int, init_scale=None) -> dict:
     """Train a digits MLP for one seed (split, initialization and batch order) -> metrics."""
-    from bncourse.models import make_mlp
-    from bncourse.training import train
+    from bncourse.lab.models import make_mlp
+    from bncourse.lab.training import train
 
     dev = torch_device(device)
     data = _digits(seed)
@@ -200,7 +206,7 @@ def run_undo_normalization(seed: int, device: str = "cpu", *, dtype: str, batch:
                            eps: float = 1e-5) -> dict:
     """Claim 10: BN with ``gamma = sqrt(var + eps)``, ``beta = mean`` returns its input."""
     if device not in ("cpu", "cuda"):
-        _fail("run_undo_normalization", "device", "'cpu' or 'cuda'", repr(device))
+        fail("run_undo_normalization", "device", "'cpu' or 'cuda'", repr(device))
     rng = np.random.default_rng(seed)
     x = rng.normal(rng.uniform(-5, 5), rng.uniform(0.1, 10), size=(batch, 4)).astype(dtype)
     gamma, beta = np.sqrt(x.var(axis=0) + eps), x.mean(axis=0)

@@ -40,7 +40,7 @@ import time
 import traceback
 from typing import Iterable
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 from bncourse.study import provenance
 from bncourse.study.experiments import SCALES, Diverged, Experiment, get_experiment
 from bncourse.study.store import RunRecord, Store, run_key
@@ -124,9 +124,9 @@ def _one_thread() -> int:
 def plan(experiments: Iterable[Experiment], scale: str, device: str = "cpu") -> list[Task]:
     """Every task of ``experiments`` at ``scale``, in registry order."""
     if scale not in SCALES:
-        _fail("plan", "scale", f"one of {SCALES}", repr(scale))
+        fail("plan", "scale", f"one of {SCALES}", repr(scale))
     if device not in ("cpu", "cuda"):
-        _fail("plan", "device", "'cpu' or 'cuda'", repr(device))
+        fail("plan", "device", "'cpu' or 'cuda'", repr(device))
     commit, versions = provenance.commit(), provenance.versions()
     return [Task(e.name, e.version, setting, seed, scale, e.claims, device, commit, versions)
             for e in experiments for setting, seed in e.runs(scale)]
@@ -191,7 +191,7 @@ def run_study(tasks: list[Task], store: Store, *, workers: int = 2,
     from tqdm import tqdm
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        _fail("run_study", "workers", "an int >= 1", repr(workers))
+        fail("run_study", "workers", "an int >= 1", repr(workers))
     start = time.perf_counter()
     summary = StudySummary(planned=len(tasks))
     if retry_failed:

@@ -27,7 +27,7 @@ import os
 import random
 from typing import Iterable
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 from bncourse.study.experiments import registry
 from bncourse.study.store import RunRecord, Store, canonical_json
 
@@ -52,7 +52,7 @@ def _rows(record: RunRecord) -> list[list]:
 def export(store: Store, out_dir) -> list[str]:
     """Write the snapshot of every ok/diverged run in ``store``; returns the files written."""
     if not isinstance(store, Store):
-        _fail("export", "store", "a Store", type(store).__name__, TypeError)
+        fail("export", "store", "a Store", type(store).__name__, TypeError)
     by_experiment: dict = {}
     for rec in store.records():
         if rec.status != "failed":
@@ -84,7 +84,7 @@ def load(snapshot_dir) -> list[RunRecord]:
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ())[:len(HEADER)] != HEADER:
-                _fail("load", "snapshot_dir", f"CSV files with the header {','.join(HEADER)}",
+                fail("load", "snapshot_dir", f"CSV files with the header {','.join(HEADER)}",
                       f"{path!r} with {reader.fieldnames}")
             for row in reader:
                 grouped.setdefault(row["key"], []).append(row)
@@ -101,7 +101,7 @@ def load(snapshot_dir) -> list[RunRecord]:
                         device=first["device"], threads=int(first["threads"]),
                         seconds=float(first["seconds"]), source="snapshot")
         if rec.key != key:
-            _fail("load", "snapshot_dir", "rows whose key is run_key(experiment, setting, "
+            fail("load", "snapshot_dir", "rows whose key is run_key(experiment, setting, "
                   "seed, version)", f"key {key[:12]}... for {rec.experiment} {first['setting']}"
                   f" seed {rec.seed} version {rec.version} (expected {rec.key[:12]}...)")
         records.append(rec)
@@ -143,7 +143,7 @@ def verify(records: Iterable[RunRecord], sample: int = 5, seed: int | None = Non
     from bncourse.study.runner import Task, execute
 
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
-        _fail("verify", "sample", "an int >= 1", repr(sample))
+        fail("verify", "sample", "an int >= 1", repr(sample))
     pool = [r for r in records if max_seconds is None or r.seconds <= max_seconds]
     chosen = random.Random(seed).sample(pool, min(sample, len(pool)))
     reg = registry()

@@ -39,7 +39,7 @@ import os
 import sqlite3
 from typing import Iterable, Iterator
 
-from bncourse._checks import _fail
+from bncourse._checks import fail
 
 __all__ = ["canonical_json", "run_key", "RunRecord", "Store", "STATUSES"]
 
@@ -79,7 +79,7 @@ def canonical_json(value) -> str:
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        _fail("canonical_json", "value", "JSON-serializable data with finite numbers",
+        fail("canonical_json", "value", "JSON-serializable data with finite numbers",
               f"{value!r} ({exc})", TypeError)
 
 
@@ -133,7 +133,7 @@ class RunRecord:
 
     def _row(self) -> tuple:
         if self.status not in STATUSES:
-            _fail("RunRecord", "status", f"one of {STATUSES}", repr(self.status))
+            fail("RunRecord", "status", f"one of {STATUSES}", repr(self.status))
         return (self.key, self.experiment, int(self.version), canonical_json(self.setting),
                 int(self.seed), self.scale, ";".join(str(c) for c in self.claims), self.status,
                 _dumps_metrics(self.metrics), self.traceback, self.commit, self.versions,
@@ -174,7 +174,7 @@ class Store:
 
     def __init__(self, path):
         if not isinstance(path, (str, os.PathLike)):
-            _fail("Store", "path", "a file path (str or os.PathLike)", type(path).__name__,
+            fail("Store", "path", "a file path (str or os.PathLike)", type(path).__name__,
                   TypeError)
         self.path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(self.path))
@@ -204,7 +204,7 @@ class Store:
     def insert(self, record: RunRecord) -> bool:
         """Store ``record`` unless its key is already there; True when it was written."""
         if not isinstance(record, RunRecord):
-            _fail("Store.insert", "record", "a RunRecord", type(record).__name__, TypeError)
+            fail("Store.insert", "record", "a RunRecord", type(record).__name__, TypeError)
         cur = self._db.execute(
             f"INSERT OR IGNORE INTO runs ({', '.join(_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(_COLUMNS))})", record._row())

@@ -55,7 +55,7 @@ from bncourse._checks import check_int, fail
 from bncourse.standardize import Standardizer
 
 __all__ = ["Dataset", "load_digits_split", "make_gaussian_mixture", "load_mnist",
-           "load_fashion_mnist", "split_and_standardize"]
+           "load_fashion_mnist", "split_and_standardize", "fetch_if_missing"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,19 +284,27 @@ def read_idx(path: str) -> np.ndarray:
     return data.reshape(dims)
 
 
+def fetch_if_missing(func: str, path: str, url: str, download: bool, what: str) -> str:
+    """``path``, fetched from ``url`` first when it is missing and ``download`` is True.
+
+    Without ``download`` a missing file raises ``FileNotFoundError`` that says
+    how to fetch it: nothing here touches the network unless asked to.
+    """
+    if not os.path.exists(path):
+        if not download:
+            raise FileNotFoundError(f"{func}: file {path!r} is missing; pass download=True to "
+                                    f"fetch {what} (needs the network)")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        urllib.request.urlretrieve(url, path)  # only when asked
+    return path
+
+
 def _load_idx_set(func: str, name: str, url: str, root: str, download: bool,
                   standardize: bool, images: bool) -> Dataset:
     """An MNIST-format data set (four IDX files, 28x28 images, 10 classes) from ``root``."""
     arrays = {}
     for key, fname in _MNIST_FILES.items():
-        path = os.path.join(root, fname)
-        if not os.path.exists(path):
-            if not download:
-                raise FileNotFoundError(
-                    f"{func}: file {path!r} is missing; pass download=True to fetch {name} "
-                    "(needs the network)")
-            os.makedirs(root, exist_ok=True)
-            urllib.request.urlretrieve(url + fname, path)  # only when asked
+        path = fetch_if_missing(func, os.path.join(root, fname), url + fname, download, name)
         arrays[key] = read_idx(path)
     x_train = arrays["x_train"].reshape(len(arrays["x_train"]), -1) / 255.0
     x_test = arrays["x_test"].reshape(len(arrays["x_test"]), -1) / 255.0

@@ -48,13 +48,12 @@ import os
 import pickle
 import random
 import tarfile
-import urllib.request
 
 import numpy as np
 import torch
 
 from bncourse._checks import check_int, fail
-from bncourse.lab.data import Dataset, stratified_split
+from bncourse.lab.data import Dataset, fetch_if_missing, stratified_split
 from bncourse.standardize import Standardizer
 
 __all__ = ["SplitDataset", "three_way_split", "load_mnist1d", "load_digits_splits",
@@ -172,14 +171,8 @@ def _cifar_batches(root: str, download: bool) -> str:
     folder = os.path.join(root, _CIFAR_DIR)
     if os.path.isdir(folder):
         return folder
-    archive = os.path.join(root, _CIFAR_ARCHIVE)
-    if not os.path.exists(archive):
-        if not download:
-            raise FileNotFoundError(
-                f"load_cifar10: neither {folder!r} nor {archive!r} exists; pass download=True "
-                "to fetch CIFAR-10 (about 170 MB, needs the network)")
-        os.makedirs(root, exist_ok=True)
-        urllib.request.urlretrieve(_CIFAR_URL, archive)           # only when asked
+    archive = fetch_if_missing("load_cifar10", os.path.join(root, _CIFAR_ARCHIVE), _CIFAR_URL,
+                               download, f"CIFAR-10 (about 170 MB; or extract it to {folder!r})")
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(root, filter="data")
     return folder

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from bncourse.lab import data as lab_data
 from bncourse.lab import datasets
 from bncourse.lab.datasets import (MNIST1D_SIZE, SplitDataset, load_cifar10, load_digits_splits,
                                    load_mnist1d, three_way_split)
@@ -117,7 +118,7 @@ def test_cifar10_archive_and_download_only_when_asked(tmp_path, monkeypatch):
         path_obj = type(archive)(path)
         path_obj.write_bytes(archive.read_bytes())
 
-    monkeypatch.setattr(datasets.urllib.request, "urlretrieve", fake_fetch)
+    monkeypatch.setattr(lab_data.urllib.request, "urlretrieve", fake_fetch)
     with pytest.raises(FileNotFoundError, match="pass download=True"):
         load_cifar10(root)
     assert calls == []

@@ -158,8 +158,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run" and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
-    return {"list": _cmd_list, "run": _cmd_run, "status": _cmd_status, "export": _cmd_export,
-            "verify": _cmd_verify, "bench": _cmd_bench}[args.command](args)
+    command = {"list": _cmd_list, "run": _cmd_run, "status": _cmd_status,
+               "export": _cmd_export, "verify": _cmd_verify, "bench": _cmd_bench}[args.command]
+    try:
+        return command(args)
+    except ValueError as exc:          # a bad claim id, experiment name or snapshot: no traceback
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ class Verdict:
 
     @property
     def underpowered(self) -> bool:
-        """True when ``threshold < mde``: an effect of the threshold's size would likely be missed."""
+        """True when ``threshold < mde``: an effect the threshold's size would likely be missed."""
         return self.threshold < self.mde
 
     def __str__(self) -> str:

@@ -73,7 +73,7 @@ class SplitDataset(Dataset):
     y_val: torch.Tensor | None = None
 
     def validation(self) -> Dataset:
-        """Training set and *validation* set as a plain ``Dataset`` (validation in the test slots)."""
+        """Training and *validation* sets as a plain ``Dataset`` (validation in the test slots)."""
         return Dataset(x_train=self.x_train, y_train=self.y_train, x_test=self.x_val,
                        y_test=self.y_val, num_classes=self.num_classes,
                        image_shape=self.image_shape, name=f"{self.name} (validation)")

@@ -1,4 +1,4 @@
-"""python -m bncourse.study: list, status, export and verify through main(), errors without tracebacks."""
+"""python -m bncourse.study through main(): list, status, export, verify; clean errors."""
 
 import pytest
 

@@ -30,6 +30,7 @@ sync_bn           synchronized BN over several processes, one batch normalized a
 standardize       input standardization with training statistics (chapter 1)
 gradcheck         finite-difference gradients and the relative error
 doctor            the BN doctor: finds the batch-norm mistakes of chapter 11 in a model
+verdicts          the ledger's verdicts: ``decide`` (t-interval, TOST, sign test, mde), ``combine`` (Holm)
 _checks           input validation shared by the public entry points (private)
 _kernels          speed-only NumPy kernels behind ``batchnorm`` (private)
 
@@ -38,6 +39,7 @@ Below it, one sub-package per kind of code
 lab               data, models, the training loop and probes, sweeps, plotting, diagrams
 experiments       one module per chapter experiment, entry points ``run_<experiment>``
 bench             benchmarks against PyTorch (``python -m bncourse.bench``, ``make bench``)
+study             the claims registry and the study runner on Dask (``python -m bncourse.study``)
 exercises         graded exercises, one module ``exercises/chNN.py`` per chapter; learner checks
 grade             grade a folder of submissions into a gradebook (``python -m bncourse.grade``)
 

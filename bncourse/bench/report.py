@@ -21,7 +21,7 @@ __all__ = ["to_markdown", "write_results"]
 
 
 # The order of the sections in the report (others follow in their own order).
-ORDER = ("numpy", "graph", "training", "inference", "memory", "notebooks")
+ORDER = ("numpy", "graph", "training", "inference", "memory", "notebooks", "study")
 
 
 def _ordered(sections: dict) -> list:
@@ -50,6 +50,8 @@ def _load_text(section: dict) -> str:
 def _describe(row) -> str:
     if "seconds" in row:    # a notebook
         got = f"{row['seconds']:.1f} s" + (f", error {row['error']}" if row.get("error") else "")
+    elif "value" in row:    # a figure with its own unit (the study runner)
+        got = f"{row['value']:.3g} {row['unit']}"
     else:
         got = f"{row['ratio']:.2f}"
     return f"{row['figure']}, {row['config']}: {got} (goal {row['goal']})"
@@ -105,6 +107,13 @@ def to_markdown(results: dict) -> str:
                 cells = "" if r["cells_seconds"] is None else f"{r['cells_seconds']:.1f}"
                 lines.append(f"| {r['config']} | {r['seconds']:.1f} | {cells} | {r['goal']} | "
                              f"{_met_text(r['met'])} | {r['error'] or ''} |")
+        elif name == "study":
+            lines += ["| figure | configuration | value | per round | goal | met |",
+                      "|---|---|---:|---|---|---|"]
+            for r in section["rows"]:
+                rounds = ", ".join(f"{v:.3g}" for v in r.get("per_round", []))
+                lines.append(f"| {r['figure']} | {r['config']} | {r['value']:.3g} {r['unit']} "
+                             f"| {rounds} | {r['goal']} {r['unit']} | {_met_text(r['met'])} |")
         else:
             lines += ["| figure | configuration | numerator ms | denominator ms | paired "
                       "ratio | quartiles | ratio of medians | ratio of minima | goal | met |",

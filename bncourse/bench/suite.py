@@ -96,6 +96,7 @@ from bncourse.bench.stats import (
     timing_summary,
     torch_threads,
 )
+from bncourse.bench.study import study_section
 from bncourse.bench.timing import time_interleaved_all
 
 __all__ = ["GOALS", "SECTIONS", "SHAPES", "numpy_vs_torch", "graph_vs_closed", "training_steps",
@@ -104,7 +105,7 @@ __all__ = ["GOALS", "SECTIONS", "SHAPES", "numpy_vs_torch", "graph_vs_closed", "
            "classify_ratio", "torch_threads", "mlp_trio", "main"]
 
 SHAPES = ((512, 1024), (32, 64, 16, 16))
-SECTIONS = ("numpy", "graph", "training", "inference", "memory", "notebooks")
+SECTIONS = ("numpy", "graph", "training", "inference", "memory", "notebooks", "study")
 # Goal of each judged figure: (comparison, bound). "<=": the ratio must not exceed the bound.
 GOALS = {
     "numpy": ("<=", 1.5),
@@ -629,6 +630,8 @@ def run(only=None, quick: bool = False, book_dir="book", progress=print) -> dict
         elif name == "notebooks":
             paths = sorted(Path(book_dir).glob("*.ipynb"))
             sections[name] = notebook_times(paths)
+        elif name == "study":
+            sections[name] = study_section(quick=quick)
     return {"meta": _meta(only), "sections": sections}
 
 

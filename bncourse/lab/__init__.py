@@ -4,6 +4,7 @@ Used by :mod:`bncourse.experiments` and the chapters; it builds on the
 reference shelf (the top of the package) and imports nothing above it.
 
 data           offline data sets (scikit-learn digits) as float32 torch tensors, seeded splits
+datasets       study-scale data: MNIST-1D generated offline, train/validation/test splits, CIFAR-10
 batches        the order in which a seeded generator deals out mini-batches
 models         model builders: MLPs and a small CNN, with or without normalization
 training       a seeded training loop that records losses, accuracies and probes

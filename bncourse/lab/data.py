@@ -24,9 +24,9 @@ Public API
 ``make_gaussian_mixture(n_samples=2000, n_features=20, num_classes=4, separation=2.0, seed=0, test_fraction=0.25, standardize=True)``
     A synthetic classification problem: one Gaussian blob per class with
     random unit-norm centre directions scaled by ``separation``.
-``load_mnist(root, download=False)``
-    Full MNIST from IDX files under ``root``; downloads only when
-    ``download=True`` is passed explicitly. No page of the book uses it.
+``load_mnist(root, download=False)``, ``load_fashion_mnist(root, download=False)``
+    Full MNIST / Fashion-MNIST from IDX files under ``root``; downloads only
+    when ``download=True`` is passed explicitly. No page of the book uses them.
 
 Examples
 --------
@@ -55,7 +55,7 @@ from bncourse._checks import check_int, fail
 from bncourse.standardize import Standardizer
 
 __all__ = ["Dataset", "load_digits_split", "make_gaussian_mixture", "load_mnist",
-           "split_and_standardize"]
+           "load_fashion_mnist", "split_and_standardize", "fetch_if_missing"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +262,7 @@ def make_gaussian_mixture(n_samples: int = 2000, n_features: int = 20, num_class
 
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _MNIST_FILES = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
                 "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}
 
@@ -283,25 +284,27 @@ def read_idx(path: str) -> np.ndarray:
     return data.reshape(dims)
 
 
-def load_mnist(root: str, download: bool = False, standardize: bool = True,
-               images: bool = False) -> Dataset:
-    """Full MNIST (60000 train / 10000 test, 28x28) from IDX files in ``root``.
+def fetch_if_missing(func: str, path: str, url: str, download: bool, what: str) -> str:
+    """``path``, fetched from ``url`` first when it is missing and ``download`` is True.
 
-    Nothing is fetched unless ``download=True``; without it a missing file
-    raises ``FileNotFoundError`` saying so. Inputs are scaled to [0, 1] and,
-    with ``standardize``, standardized per pixel with the training statistics.
-    For readers on Colab or Binder; no page of the book calls it.
+    Without ``download`` a missing file raises ``FileNotFoundError`` that says
+    how to fetch it: nothing here touches the network unless asked to.
     """
+    if not os.path.exists(path):
+        if not download:
+            raise FileNotFoundError(f"{func}: file {path!r} is missing; pass download=True to "
+                                    f"fetch {what} (needs the network)")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        urllib.request.urlretrieve(url, path)  # only when asked
+    return path
+
+
+def _load_idx_set(func: str, name: str, url: str, root: str, download: bool,
+                  standardize: bool, images: bool) -> Dataset:
+    """An MNIST-format data set (four IDX files, 28x28 images, 10 classes) from ``root``."""
     arrays = {}
     for key, fname in _MNIST_FILES.items():
-        path = os.path.join(root, fname)
-        if not os.path.exists(path):
-            if not download:
-                raise FileNotFoundError(
-                    f"load_mnist: file {path!r} is missing; pass download=True to fetch MNIST "
-                    "(needs the network)")
-            os.makedirs(root, exist_ok=True)
-            urllib.request.urlretrieve(_MNIST_URL + fname, path)  # only when asked
+        path = fetch_if_missing(func, os.path.join(root, fname), url + fname, download, name)
         arrays[key] = read_idx(path)
     x_train = arrays["x_train"].reshape(len(arrays["x_train"]), -1) / 255.0
     x_test = arrays["x_test"].reshape(len(arrays["x_test"]), -1) / 255.0
@@ -311,5 +314,28 @@ def load_mnist(root: str, download: bool = False, standardize: bool = True,
                    y_train=torch.from_numpy(arrays["y_train"].astype(np.int64)),
                    x_test=torch.from_numpy(x_test.astype(np.float32)),
                    y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
-                   num_classes=10, image_shape=(1, 28, 28), name="mnist")
+                   num_classes=10, image_shape=(1, 28, 28), name=name.lower())
     return data.as_images() if images else data
+
+
+def load_mnist(root: str, download: bool = False, standardize: bool = True,
+               images: bool = False) -> Dataset:
+    """Full MNIST (60000 train / 10000 test, 28x28) from IDX files in ``root``.
+
+    Nothing is fetched unless ``download=True``; without it a missing file
+    raises ``FileNotFoundError`` saying so. Inputs are scaled to [0, 1] and,
+    with ``standardize``, standardized per pixel with the training statistics.
+    For readers on Colab or Binder; no page of the book calls it.
+    """
+    return _load_idx_set("load_mnist", "MNIST", _MNIST_URL, root, download, standardize, images)
+
+
+def load_fashion_mnist(root: str, download: bool = False, standardize: bool = True,
+                       images: bool = False) -> Dataset:
+    """Fashion-MNIST (60000 train / 10000 test, 28x28, 10 kinds of clothing) from ``root``.
+
+    The same IDX files and names as MNIST, and the same rules: nothing is
+    fetched unless ``download=True``. No page of the book calls it.
+    """
+    return _load_idx_set("load_fashion_mnist", "Fashion-MNIST", _FASHION_URL, root, download,
+                         standardize, images)

@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 from bncourse.lab.data import (
     Dataset,
     load_digits_split,
+    load_fashion_mnist,
     load_mnist,
     make_gaussian_mixture,
     read_idx,
@@ -171,3 +172,37 @@ def test_load_mnist_reads_local_files(tmp_path):
     np.testing.assert_allclose(raw.x_train.numpy(),
                                files["train-images-idx3-ubyte.gz"].reshape(12, -1) / 255.0,
                                rtol=1e-6)
+
+
+def test_load_fashion_mnist_downloads_only_when_asked(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    source = tmp_path / "source"
+    source.mkdir()
+    files = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (6, 28, 28)),
+             "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 6),
+             "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (3, 28, 28)),
+             "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 3)}
+    for name, arr in files.items():
+        _write_idx(source / name, arr)
+    fetched = []
+
+    def fake_fetch(url, path):                  # stands in for the network
+        fetched.append(url)
+        fname = url.rsplit("/", 1)[-1]
+        with open(path, "wb") as out:
+            out.write((source / fname).read_bytes())
+
+    import bncourse.lab.data as data_module
+
+    monkeypatch.setattr(data_module.urllib.request, "urlretrieve", fake_fetch)
+    root = tmp_path / "fashion"
+    with pytest.raises(FileNotFoundError, match="load_fashion_mnist: .*download=True to fetch "
+                                                "Fashion-MNIST"):
+        load_fashion_mnist(str(root))
+    assert fetched == []
+    data = load_fashion_mnist(str(root), download=True, standardize=False)
+    assert len(fetched) == 4 and all("fashion-mnist" in u for u in fetched)
+    assert data.name == "fashion-mnist" and data.x_train.shape == (6, 784)
+    np.testing.assert_array_equal(data.y_train.numpy(), files["train-labels-idx1-ubyte.gz"])
+    load_fashion_mnist(str(root))               # the files are there now: no new fetch
+    assert len(fetched) == 4

@@ -151,10 +151,11 @@ def local_cluster(workers: int):
     from distributed import LocalCluster
 
     # The workers' statistical profiler samples every thread's stack 100 times a
-    # second: a cost without use here.
+    # second: a cost without use here. The scheduler's HTTP server takes a free port
+    # (":0"), not 8787, so two studies (or a study and the tests) never collide.
     with dask.config.set({"distributed.worker.profile.enabled": False}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None, silence_logs=logging.ERROR,
+                            dashboard_address=":0", silence_logs=logging.ERROR,
                             env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
 
 

@@ -64,7 +64,7 @@ def scheduler(toy_env):
     os.environ.update(toy_env)                 # the workers inherit it and import the toys
     try:
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -7,6 +7,7 @@ so that a learner sees what went wrong without reading a NumPy traceback.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -84,7 +85,7 @@ def check_positive(func: str, arg: str, value) -> float:
     """Check a positive real number (eps)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         fail(func, arg, "a positive float", f"{type(value).__name__} {value!r}", TypeError)
-    if not np.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value <= 0:  # math, not NumPy: torch.compile traces it
         fail(func, arg, "a positive float", repr(value))
     return float(value)
 

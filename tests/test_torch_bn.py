@@ -525,10 +525,8 @@ def test_modules_are_torch_batch_norms_for_torch_tools():
 
 
 def _func_case():
-    x = random_input((6, 3, 4), seed=120, requires_grad=False)
-    w, b = random_vector(3, seed=121, requires_grad=False), random_vector(3, seed=122,
-                                                                          requires_grad=False)
-    return x, w, b
+    return (random_input((6, 3, 4), seed=120, requires_grad=False),
+            *(random_vector(3, seed=s, requires_grad=False) for s in (121, 122)))
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])

@@ -60,32 +60,31 @@ def test_batchnorm_grad(impl):
         assert gradgradcheck(fn, (x, weight, bias), fast_mode=True, check_batched_grad=True)
 
 
+def _forward_backward(module, data, grad):
+    """Output and input gradient of one forward and backward pass (gradient reset first)."""
+    data.grad = None
+    out = module(data)
+    out.backward(grad)
+    return out, data.grad.clone()
+
+
 def _batchnorm_eval(impl, ndim, dtype, module_dtype=None):
     module_dtype = module_dtype or dtype
     module = impl[1](3).to(module_dtype).eval()
     data = torch.rand([3] * ndim, dtype=dtype, requires_grad=True)
     grad = torch.rand([3] * ndim, dtype=dtype)
-    res1 = module(data)
-    res1.backward(grad)
-    grad1 = data.grad.clone()
-    data.grad.zero_()
-    res2 = module(data)
-    res2.backward(grad)
+    res1, grad1 = _forward_backward(module, data, grad)
+    res2, grad2 = _forward_backward(module, data, grad)
     torch.testing.assert_close(res1, res2)
-    torch.testing.assert_close(grad1, data.grad)
+    torch.testing.assert_close(grad1, grad2)
 
     module = impl[1](3, track_running_stats=False).to(module_dtype)
     data = torch.rand(4, 3, dtype=dtype, requires_grad=True)
     grad = torch.rand(4, 3, dtype=dtype)
-    res1 = module(data)
-    res1.backward(grad)
-    grad1 = data.grad.clone()
-    module.eval()
-    data.grad.zero_()
-    res2 = module(data)
-    res2.backward(grad)
+    res1, grad1 = _forward_backward(module, data, grad)
+    res2, grad2 = _forward_backward(module.eval(), data, grad)
     torch.testing.assert_close(res1, res2)
-    torch.testing.assert_close(grad1, data.grad)
+    torch.testing.assert_close(grad1, grad2)
 
 
 def test_batchnorm_eval(impl):
@@ -110,14 +109,10 @@ def _batchnorm_affine(impl, ndim, dtype, module_dtype=None):
         module_affine.bias.zero_()
     data = torch.rand([3] * ndim, dtype=dtype, requires_grad=True)
     grad = torch.ones_like(data, requires_grad=False)
-    res1 = module_affine(data)
-    res1.backward(grad)
-    grad1 = data.grad.clone()
-    data.grad.zero_()
-    res2 = module(data)
-    res2.backward(grad)
+    res1, grad1 = _forward_backward(module_affine, data, grad)   # weights 1, bias 0
+    res2, grad2 = _forward_backward(module, data, grad)          # no weight or bias
     torch.testing.assert_close(res1, res2)
-    torch.testing.assert_close(grad1, data.grad)
+    torch.testing.assert_close(grad1, grad2)
 
 
 def test_batchnorm_affine(impl):

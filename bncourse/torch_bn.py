@@ -139,6 +139,10 @@ def _mean_inv_std(x, mean, var, eps):
     return _cast(mean, dtype), torch.rsqrt(_cast(var, dtype) + eps)
 
 
+# The C++ apply under Function.apply (a classmethod descriptor, bound to a class with __get__).
+_C_APPLY = torch._C._FunctionBase.__dict__["apply"]
+
+
 class BatchNormFunction(torch.autograd.Function):
     """``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the closed-form backward.
 
@@ -176,6 +180,15 @@ class BatchNormFunction(torch.autograd.Function):
 
     generate_vmap_rule = True
 
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        """``Function.apply``; a call with all eight arguments and no ``torch.func`` transform
+        skips the per-call re-binding of the arguments to ``forward``'s signature, a cost as
+        large as normalizing a small batch."""
+        if len(args) == 8 and not kwargs and not torch._C._are_functorch_transforms_active():
+            return _C_APPLY.__get__(None, cls)(*args)
+        return super().apply(*args, **kwargs)
+
     @staticmethod
     def forward(x, weight, bias, eps, running_mean=None, running_var=None, batch_mean=None,
                 batch_var=None):
@@ -212,16 +225,38 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
+        # The closed form, written as torch's CPU kernel writes it (xc = x - mean):
+        #   dbeta = sum(dy);  dgamma = sum(dy * xc) * inv_std
+        #   dx = gamma * inv_std * (dy - dbeta / m - xc * dgamma * inv_std / m)
         x, weight, mean, var = ctx.saved_tensors
         need_dx, need_dgamma, need_dbeta = ctx.needs_input_grad[:3]
         if ctx.batch_stats and (mean is None or torch.is_grad_enabled()):
             # Double backward: the statistics must be functions of x in this graph.
             mean, var = batch_moments(x)
         mean, inv_std = _mean_inv_std(x, mean, var, ctx.eps)
-        dx, dgamma, dbeta = _backward(dy, x, weight, mean, inv_std, ctx.batch_stats,
-                                      need_dx, need_dgamma, need_dbeta)
-        if dbeta is not None:
-            dbeta = _cast(dbeta, ctx.bias_dtype)
+        dtype, ndim, dims = _compute_dtype(x), x.dim(), reduce_dims(x)
+        scale = inv_std if weight is None else inv_std * _cast(weight, dtype)
+        through_stats = need_dx and ctx.batch_stats
+        dbeta = dy.sum(dim=dims, dtype=dtype) if need_dbeta or through_stats else None
+        dgamma = dx = None
+        if need_dgamma or through_stats:
+            xc = x - per_channel(mean, ndim)
+            dgamma = (dy * xc).sum(dim=dims) * inv_std
+        if need_dx and ctx.batch_stats:
+            # dx = scale * dy + xc * b + c with per-channel b and c: two passes over the data
+            coef = scale * (-1.0 / max(values_per_channel(x), 1))   # m = 0: an empty dx
+            dx = torch.addcmul(per_channel(coef * dbeta, ndim), xc,
+                               per_channel(coef * (dgamma * inv_std), ndim))
+            if _may_work_in_place():
+                dx.addcmul_(dy, per_channel(scale, ndim))   # dx is a fresh buffer: no allocation
+            else:
+                dx = torch.addcmul(dx, dy, per_channel(scale, ndim))
+        elif need_dx:
+            dx = dy * per_channel(scale, ndim)   # fixed statistics: only the direct path
+        if dx is not None:
+            dx = _like_input(dx, x)
+        dgamma = _cast(dgamma, weight.dtype) if need_dgamma else None
+        dbeta = _cast(dbeta, ctx.bias_dtype) if need_dbeta else None
         return (dx, dgamma, dbeta) + (None,) * (ctx.num_inputs - 3)
 
     @staticmethod
@@ -257,6 +292,7 @@ class _BatchNormFunctionCompiled(BatchNormFunction):
     """
 
     jvp = staticmethod(torch.autograd.Function.jvp)
+    apply = classmethod(torch.autograd.Function.apply.__func__)   # the one Dynamo knows
 
 
 def _may_work_in_place() -> bool:
@@ -264,41 +300,6 @@ def _may_work_in_place() -> bool:
     (not a double backward) and no ``torch.func`` transform is active (in-place
     operations cannot mix its batched and unbatched tensors)."""
     return not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
-
-
-def _backward(dy, x, weight, mean, inv_std, batch_stats, need_dx, need_dgamma, need_dbeta):
-    """``(dx, dgamma, dbeta)`` of the closed form (None where not needed); see the module docstring.
-
-    Written as torch's CPU kernel writes it, with ``xc = x - mean``::
-
-        dbeta = sum(dy);  dot = sum(dy * xc);  dgamma = dot * inv_std
-        dx = gamma * inv_std * (dy - dbeta / m - xc * dot * inv_std**2 / m)
-    """
-    dtype, ndim, dims = _compute_dtype(x), x.dim(), reduce_dims(x)
-    scale = inv_std if weight is None else inv_std * _cast(weight, dtype)
-    through_stats = need_dx and batch_stats
-    dbeta = dy.sum(dim=dims, dtype=dtype) if need_dbeta or through_stats else None
-    dgamma = dx = xc = None
-    if need_dgamma or through_stats:
-        xc = x - per_channel(mean, ndim)
-        dgamma = (dy * xc).sum(dim=dims) * inv_std
-    if need_dx:
-        if batch_stats:
-            m = values_per_channel(x)
-            # dx = scale * dy + xc * b + c with per-channel b and c: two passes over the data
-            coef = scale * (-1.0 / max(m, 1))       # m = 0: an empty dx
-            b = coef * (dgamma * inv_std)
-            c = coef * dbeta
-            dx = torch.addcmul(per_channel(c, ndim), xc, per_channel(b, ndim))
-            if _may_work_in_place():
-                dx.addcmul_(dy, per_channel(scale, ndim))   # dx is a fresh buffer: no allocation
-            else:
-                dx = torch.addcmul(dx, dy, per_channel(scale, ndim))
-        else:
-            dx = dy * per_channel(scale, ndim)  # fixed statistics: only the direct path
-        dx = _like_input(dx, x)
-    dgamma = _cast(dgamma, weight.dtype) if need_dgamma else None
-    return dx, dgamma, dbeta if need_dbeta else None
 
 
 def _jvp(x, weight, mean, inv_std, batch_stats, tx, tgamma, tbeta, t_mean=None, t_var=None):

@@ -33,6 +33,7 @@ doctor            the BN doctor: finds the batch-norm mistakes of chapter 11 in 
 verdicts          the ledger's verdicts: ``decide`` (t-interval, TOST, sign test, mde), ``combine`` (Holm)
 _checks           input validation shared by the public entry points (private)
 _kernels          speed-only NumPy kernels behind ``batchnorm`` (private)
+_torch_checks     tensor checks and per-channel views shared by the PyTorch modules (private)
 
 Below it, one sub-package per kind of code
 

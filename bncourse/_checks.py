@@ -7,6 +7,7 @@ so that a learner sees what went wrong without reading a NumPy traceback.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -58,11 +59,14 @@ def check_bn_input(func: str, x, arg: str = "x", *, finite: bool = True) -> np.n
 
 
 def check_training_size(func: str, x: np.ndarray, arg: str = "x") -> int:
-    """Return m = values per channel; training needs more than one (as torch)."""
+    """Return m = values per channel; batch statistics of a single value are rejected (as torch).
+
+    ``m = 0``, an empty batch, is allowed as torch allows it: nothing is averaged.
+    """
     m = x.size // x.shape[1]
-    if m <= 1:
+    if m == 1:
         fail(func, arg, "more than 1 value per channel in training mode",
-              f"shape {x.shape} ({m} value per channel)")
+             f"shape {x.shape} (1 value per channel)")
     return m
 
 
@@ -84,7 +88,7 @@ def check_positive(func: str, arg: str, value) -> float:
     """Check a positive real number (eps)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         fail(func, arg, "a positive float", f"{type(value).__name__} {value!r}", TypeError)
-    if not np.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value <= 0:  # math, not NumPy: torch.compile traces it
         fail(func, arg, "a positive float", repr(value))
     return float(value)
 

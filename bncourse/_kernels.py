@@ -58,7 +58,7 @@ def channel_sum(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """
     if b is None and a.ndim == 2:
         return np.ones(a.shape[0], dtype=a.dtype) @ a
-    a3 = a.reshape(a.shape[0], a.shape[1], -1)
+    a3 = a.reshape(a.shape[0], a.shape[1], -1 if a.size else 0)  # -1 is ambiguous when empty
     if b is None:
         return np.einsum("ncm->c", a3)
     return np.einsum("ncm,ncm->c", a3, b.reshape(a3.shape))

@@ -70,16 +70,19 @@ import numbers
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from bncourse._checks import fail, check_momentum, check_num_features, check_positive
+from bncourse._torch_checks import (
+    check_bn_tensor,
+    check_channel_tensor,
+    check_module_input,
+    check_training_size,
+    reduce_dims,
+)
 
 __all__ = ["renorm_factors", "batch_renorm", "BatchRenorm1d", "BatchRenorm2d",
            "batch_renorm_factory"]
-
-
-def _reduce_dims(x: torch.Tensor) -> list[int]:
-    return [0, *range(2, x.dim())]
 
 
 def _check_limit(func: str, arg: str, value, lowest: float) -> float:
@@ -117,28 +120,6 @@ def renorm_factors(mean_b, var_b, running_mean, running_var, rmax, dmax, eps=1e-
     return r.detach(), d.detach()
 
 
-def _check_input(func: str, x, arg: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
-    if not x.is_floating_point():
-        fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
-    if not 2 <= x.dim() <= 5:
-        fail(func, arg, "2-D to 5-D with channels on axis 1",
-              f"shape {tuple(x.shape)} ({x.dim()}-D)")
-
-
-def _check_vector(func: str, arg: str, v, num_channels: int, allow_none: bool) -> None:
-    if v is None:
-        if not allow_none:
-            fail(func, arg, f"a tensor of shape ({num_channels},)", "None", TypeError)
-        return
-    if not isinstance(v, torch.Tensor):
-        fail(func, arg, "a torch.Tensor or None", type(v).__name__, TypeError)
-    if tuple(v.shape) != (num_channels,):
-        fail(func, arg, f"shape ({num_channels},) to match the channels of x",
-              f"shape {tuple(v.shape)}")
-
-
 def batch_renorm(x, running_mean, running_var, weight=None, bias=None, training=False,
                  momentum=0.1, eps=1e-5, rmax=3.0, dmax=5.0):
     """Batch renormalization, functional form (like ``torch.nn.functional.batch_norm``).
@@ -168,24 +149,21 @@ def batch_renorm(x, running_mean, running_var, weight=None, bias=None, training=
             ``dmax < 0``.
     """
     func = "batch_renorm"
-    _check_input(func, x)
+    check_bn_tensor(func, x)
     c = x.shape[1]
-    _check_vector(func, "running_mean", running_mean, c, allow_none=False)
-    _check_vector(func, "running_var", running_var, c, allow_none=False)
-    _check_vector(func, "weight", weight, c, allow_none=True)
-    _check_vector(func, "bias", bias, c, allow_none=True)
+    check_channel_tensor(func, "running_mean", running_mean, c, allow_none=False)
+    check_channel_tensor(func, "running_var", running_var, c, allow_none=False)
+    check_channel_tensor(func, "weight", weight, c)
+    check_channel_tensor(func, "bias", bias, c)
     eps = check_positive(func, "eps", eps)
     momentum = check_momentum(func, momentum, allow_none=False)
     rmax = _check_limit(func, "rmax", rmax, 1.0)
     dmax = _check_limit(func, "dmax", dmax, 0.0)
     if not training:
         return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
-    m = x.numel() // c
-    if m <= 1:
-        fail(func, "x", "more than 1 value per channel in training mode",
-              f"shape {tuple(x.shape)} ({m} value per channel)")
+    check_training_size(func, x)
     # r and d use the running statistics from BEFORE this batch's update.
-    var_b, mean_b = torch.var_mean(x.detach(), dim=_reduce_dims(x), correction=0)
+    var_b, mean_b = torch.var_mean(x.detach(), dim=reduce_dims(x), correction=0)
     r, d = renorm_factors(mean_b, var_b, running_mean, running_var, rmax, dmax, eps)
     # gamma * (x_bn * r + d) + beta is BatchNorm with scale gamma * r and shift gamma * d + beta,
     # so torch's fused kernel does the work: the gradient flows through the batch statistics
@@ -197,33 +175,25 @@ def batch_renorm(x, running_mean, running_var, weight=None, bias=None, training=
     return F.batch_norm(x, running_mean, running_var, scale, shift, True, momentum, eps)
 
 
-class _BatchRenorm(nn.Module):
-    """State shared by ``BatchRenorm1d``/``2d``: BatchNorm's parameters and buffers, plus limits."""
+class _BatchRenorm(_NormBase):
+    """BatchNorm's parameters and buffers (torch's ``_NormBase``: state dicts, resets and old
+    checkpoints as BatchNorm's), plus the limits and their schedule."""
 
     _expected_dims: tuple[int, ...] = ()
     _layout: str = ""
 
     def __init__(self, num_features, rmax=3.0, dmax=5.0, eps=1e-5, momentum=0.1, affine=True,
                  warmup_steps=0, ramp_steps=0):
-        super().__init__()
         name = type(self).__name__
-        self.num_features = check_num_features(name, num_features)
-        self.rmax = _check_limit(name, "rmax", rmax, 1.0)
-        self.dmax = _check_limit(name, "dmax", dmax, 0.0)
-        self.eps = check_positive(name, "eps", eps)
-        self.momentum = check_momentum(name, momentum, allow_none=False)
-        self.affine = bool(affine)
-        self.warmup_steps = _check_steps(name, "warmup_steps", warmup_steps)
-        self.ramp_steps = _check_steps(name, "ramp_steps", ramp_steps)
-        if self.affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        rmax = _check_limit(name, "rmax", rmax, 1.0)
+        dmax = _check_limit(name, "dmax", dmax, 0.0)
+        warmup_steps = _check_steps(name, "warmup_steps", warmup_steps)
+        ramp_steps = _check_steps(name, "ramp_steps", ramp_steps)
+        super().__init__(check_num_features(name, num_features), check_positive(name, "eps", eps),
+                         check_momentum(name, momentum, allow_none=False), bool(affine),
+                         track_running_stats=True)
+        self.rmax, self.dmax = rmax, dmax
+        self.warmup_steps, self.ramp_steps = warmup_steps, ramp_steps
 
     def current_limits(self) -> tuple[float, float]:
         """``(rmax, dmax)`` for the next training batch, from the warm-up and ramp schedule.
@@ -241,14 +211,7 @@ class _BatchRenorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` (shape kept): corrected batch statistics in training, running in eval."""
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor):
-            fail(name, "input", "a torch.Tensor", type(x).__name__, TypeError)
-        if x.dim() not in self._expected_dims:
-            fail(name, "input", self._layout, f"shape {tuple(x.shape)} ({x.dim()}-D)")
-        if x.shape[1] != self.num_features:
-            fail(name, "input", f"{self.num_features} channels on axis 1 "
-                  f"(num_features={self.num_features})", f"shape {tuple(x.shape)}")
+        self._check_input_dim(x)
         rmax, dmax = self.current_limits()
         y = batch_renorm(x, self.running_mean, self.running_var, self.weight, self.bias,
                          self.training, self.momentum, self.eps, rmax, dmax)
@@ -256,6 +219,10 @@ class _BatchRenorm(nn.Module):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
         return y
+
+    def _check_input_dim(self, x) -> None:
+        check_module_input(type(self).__name__, x, self._expected_dims, self._layout,
+                           self.num_features)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, rmax={self.rmax}, dmax={self.dmax}, eps={self.eps}, "

@@ -114,9 +114,13 @@ def _train_forward(func, x, gamma, beta, eps):
     Arguments are checked by the caller except the finiteness of ``x``,
     which is read off its statistics (cheaper than a separate scan).
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below
-        x_centered, mean, var = batch_statistics(x)
-    check_finite_sums(func, "x", x, mean, var)
+    if x.size == 0:  # an empty batch (as torch): mean 0 and var 1 keep everything finite
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        x_centered, mean, var = x.copy(), np.zeros(shape, x.dtype), np.ones(shape, x.dtype)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf are reported just below
+            x_centered, mean, var = batch_statistics(x)
+        check_finite_sums(func, "x", x, mean, var)
     inv_std = 1.0 / np.sqrt(var + eps)
     x_hat = channel_op(np.multiply, x_centered, inv_std, out=x_centered)  # ours: reuse it
     y, gamma_b = _affine(x_hat, gamma, beta)
@@ -183,14 +187,40 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     return y, cache
 
 
+def _check_cache(func: str, cache) -> None:
+    """Check that ``cache`` is consistent, as the forward pass builds it.
+
+    A tampered or mismatched cache would otherwise end in a NumPy broadcast
+    error or, for the graph backward with other ``axes``, in a silently
+    different gradient.
+    """
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"{func}: cache must be the BatchNormCache returned by the forward pass, "
+                        f"got {type(cache).__name__}")
+    x_hat = cache.x_hat
+    if not isinstance(x_hat, np.ndarray) or not 2 <= x_hat.ndim <= 5:
+        raise ValueError(f"{func}: cache.x_hat must be a 2-D to 5-D ndarray, got "
+                         f"{type(x_hat).__name__} of shape {np.shape(x_hat)}")
+    ndim, channels = x_hat.ndim, x_hat.shape[1]
+    view = (1, channels) + (1,) * (ndim - 2)
+    for name in ("inv_std", "gamma"):
+        v = getattr(cache, name)
+        if not isinstance(v, np.ndarray) or v.shape != view:
+            raise ValueError(f"{func}: cache.{name} must be an ndarray of shape {view} (one "
+                             f"value per channel of x_hat {x_hat.shape}), got "
+                             f"{type(v).__name__} of shape {np.shape(v)}")
+    axes = (0, *range(2, ndim))
+    if tuple(cache.axes) != axes:
+        raise ValueError(f"{func}: cache.axes must be {axes} (every axis of x_hat but 1), "
+                         f"got {cache.axes!r}")
+
+
 def _check_backward_args(func: str, dy, cache) -> np.ndarray:
     """Check ``cache`` and that ``dy`` matches it; return ``dy`` in the cache's dtype.
 
     Finiteness of ``dy`` is checked by the caller, from its sums.
     """
-    if not isinstance(cache, BatchNormCache):
-        raise TypeError(f"{func}: cache must be the BatchNormCache returned by the forward pass, "
-                        f"got {type(cache).__name__}")
+    _check_cache(func, cache)
     dy = check_array(func, "dy", dy, finite=False)
     check_shape(func, "dy", dy, cache.x_hat.shape, "the shape of x in the forward pass")
     return dy.astype(cache.x_hat.dtype, copy=False)
@@ -224,7 +254,9 @@ def batchnorm_backward(dy, cache):
     TypeError
         ``cache`` is not a ``BatchNormCache``; ``dy`` is not a float ndarray.
     ValueError
-        ``dy`` does not have the shape of ``x``, or is not finite.
+        ``dy`` does not have the shape of ``x``, or is not finite; the cache
+        is inconsistent (``inv_std`` or ``gamma`` not of shape ``(1, C, 1, ...)``,
+        ``axes`` not every axis but 1).
     """
     func = "batchnorm_backward"
     dy = _check_backward_args(func, dy, cache)
@@ -236,6 +268,8 @@ def batchnorm_backward(dy, cache):
     check_finite_sums(func, "dy", dy, dbeta, dgamma)
     if not cache.batch_stats:
         return dy * (gamma * inv_std), dgamma, dbeta
+    if m == 0:  # an empty batch: an empty dx, zero dgamma and dbeta
+        return np.zeros_like(dy), dgamma, dbeta
     # dx = gamma * inv_std * (dy - (x_hat * dgamma + dbeta) / m), built in one buffer
     dx = channel_op(np.multiply, x_hat, per_channel(dgamma / m, ndim))
     channel_op(np.add, dx, per_channel(dbeta / m, ndim), out=dx)
@@ -277,8 +311,8 @@ def batchnorm_backward_graph(dy, cache):
     check_finite_sums(func, "dy", dy, dbeta, dgamma)
     dx_hat = dgx * gamma                                        # 8  gx = gamma * x_hat
     dxc_direct = dx_hat * inv_std                               # 7  x_hat = xc * inv_std
-    if not cache.batch_stats:  # mean and var were constants: nodes 1-6 pass no gradient
-        return dxc_direct, dgamma, dbeta
+    if not cache.batch_stats or m == 0:  # constant mean and var (or nothing to average):
+        return dxc_direct, dgamma, dbeta     # nodes 1-6 pass no gradient
     dinv_std = np.sum(dx_hat * xc, axis=axes, keepdims=True)    # 7  x_hat = xc * inv_std
     dstd = -dinv_std / std**2                                   # 6  inv_std = 1 / std
     dvar = dstd * 0.5 / std                                     # 5  std = sqrt(var + eps)
@@ -317,7 +351,7 @@ def _batch_norm(func, x, running_mean, running_var, weight, bias, training, mome
             check_writeable(func, "running_mean", running_mean)
             check_writeable(func, "running_var", running_var)
         y, cache, mean, var = _train_forward(func, x, weight, bias, eps)
-        if running_mean is not None:
+        if running_mean is not None and m > 0:  # an empty batch leaves them alone, as torch
             # In place, as torch. The stored variance is the unbiased estimate
             # (times m / (m - 1)): it will stand in for the population variance.
             running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
@@ -344,6 +378,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         running_var  = (1 - momentum) * running_var  + momentum * var * m / (m - 1)
 
     ``training=False``: normalize with ``running_mean`` and ``running_var``.
+    An empty batch (``m = 0``) returns an empty ``y`` and leaves the buffers
+    unchanged, as torch does.
 
     Parameters
     ----------
@@ -390,7 +426,14 @@ class BatchNorm:
     ``train()``, tracked           batch statistics    updated
     ``eval()``, tracked            running buffers     untouched
     untracked, either mode         batch statistics    (none)
+    buffers, tracking switched     batch statistics    untouched
+    off later: ``train()``
+    the same, ``eval()``           running buffers     untouched
     =============================  ==================  =====================
+
+    An empty batch (``N = 0``) gives an empty output, zero ``dweight`` and
+    ``dbias``, and leaves the buffers alone (``num_batches_tracked`` still
+    counts it, as torch's does).
 
     ``y = weight * (x - mean) / sqrt(var + eps) + bias`` with batch statistics
     in training mode and running statistics in evaluation mode.
@@ -497,8 +540,11 @@ class BatchNorm:
         if x.shape[1] != self.num_features:
             raise ValueError(f"{func}: x must have num_features={self.num_features} channels "
                              f"on axis 1, got shape {x.shape}")
-        use_batch_stats = self.training or not self.track_running_stats
-        update = self.training and self.track_running_stats
+        # torch's rule: batch statistics in training, or when there are no buffers; buffers
+        # that exist are used in evaluation even if track_running_stats was switched off.
+        has_buffers = self.running_mean is not None and self.running_var is not None
+        use_batch_stats = self.training or not has_buffers
+        update = self.training and self.track_running_stats and has_buffers
         momentum = 0.0  # unused unless the buffers are updated
         if update:
             if self.momentum is None:  # cumulative average over every batch seen

@@ -83,6 +83,7 @@ import torch
 from torch import nn
 
 from bncourse._checks import fail, check_momentum
+from bncourse._torch_checks import check_bn_tensor
 
 __all__ = ["ghost_batch_norm", "GhostBatchNorm1d", "ghost_bn_factory", "per_ghost_momentum",
            "running_weights"]
@@ -97,13 +98,7 @@ def _check_ghost_size(func: str, ghost_size) -> int:
     return int(ghost_size)
 
 
-def _check_input(func: str, x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        fail(func, "x", "a torch.Tensor", type(x).__name__, TypeError)
-    if x.dim() not in (2, 3):
-        fail(func, "x", "2-D (N, C) or 3-D (N, C, L)", f"shape {tuple(x.shape)} "
-              f"({x.dim()}-D)")
-    return x
+_LAYOUT = "2-D (N, C) or 3-D (N, C, L)"
 
 
 def _ghost_count(func: str, x: torch.Tensor, ghost_size: int) -> int:
@@ -210,7 +205,7 @@ def ghost_batch_norm(x: torch.Tensor, ghost_size: int, running_mean=None, runnin
     tensor([-1.0000,  1.0000, -1.0000,  1.0000])
     """
     func = "ghost_batch_norm"
-    x = _check_input(func, x)
+    x = check_bn_tensor(func, x, dims=(2, 3), layout=_LAYOUT)
     ghost_size = _check_ghost_size(func, ghost_size)
     momentum = check_momentum(func, momentum, allow_none=False)
     use_batch_stats = training or running_mean is None or running_var is None
@@ -272,7 +267,7 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` (shape kept); see the class docstring for the modes."""
         func = "GhostBatchNorm1d.forward"
-        x = _check_input(func, x)
+        x = check_bn_tensor(func, x, dims=(2, 3), layout=_LAYOUT)
         use_batch_stats = self.training or self.running_mean is None
         if not use_batch_stats or x.shape[0] <= self.ghost_size:
             return super().forward(x)       # one ghost batch, or evaluation: BatchNorm1d itself

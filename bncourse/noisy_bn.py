@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from bncourse._checks import fail
+from bncourse._torch_checks import per_channel
 
 __all__ = ["NoisyBatchNorm1d"]
 
@@ -135,10 +136,6 @@ class NoisyBatchNorm1d(nn.BatchNorm1d):
         self.last_shift: torch.Tensor | None = None
         self.last_scale: torch.Tensor | None = None
 
-    def _view(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """A per-feature vector ``(C,)`` shaped to broadcast over ``x (N, C[, L])``."""
-        return v.reshape((1, -1) + (1,) * (x.dim() - 2))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y_hat = super().forward(x)
         if not self.training:
@@ -150,7 +147,7 @@ class NoisyBatchNorm1d(nn.BatchNorm1d):
         m = (2 * u_shift - 1) * self.shift
         s = self.scale_low + (self.scale_high - self.scale_low) * u_scale
         self.last_shift, self.last_scale = m, s
-        return self._view(s, x) * y_hat + self._view(m, x)
+        return per_channel(s, x.dim()) * y_hat + per_channel(m, x.dim())
 
     def extra_repr(self) -> str:
         return (super().extra_repr()

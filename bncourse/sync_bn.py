@@ -73,24 +73,22 @@ import warnings
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from bncourse._checks import fail, check_array, check_momentum, check_num_features, check_positive
-from bncourse.torch_bn import check_batch_norm_args
+from bncourse._checks import fail, check_array, check_positive
+from bncourse._torch_checks import (
+    check_bn_tensor,
+    check_batch_norm_args,
+    per_channel,
+    reduce_dims,
+    values_per_channel,
+)
+from bncourse.torch_bn import BatchNormBase, batch_norm
 
 __all__ = ["shard_moments", "combine_moments", "combine_sums", "SyncBatchNormFunction",
            "sync_batch_norm", "SyncBatchNorm", "free_port", "run_distributed",
            "default_start_method", "sync_bn_demo"]
-
-
-def _reduce_dims(x: torch.Tensor) -> list[int]:
-    return [0, *range(2, x.dim())]
-
-
-def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 # --------------------------------------------------------------------------- statistics
@@ -105,10 +103,10 @@ def shard_moments(x: torch.Tensor):
         ``(count, mean, m2)``: ``count = x.numel() // C`` (an int), ``mean`` and
         ``m2 = sum((x - mean) ** 2)`` of shape ``(C,)``, in the dtype of ``x``.
     """
-    dims = _reduce_dims(x)
-    count = x.numel() // x.shape[1]
+    dims = reduce_dims(x)
+    count = values_per_channel(x)
     mean = x.mean(dim=dims)
-    m2 = ((x - _per_channel(mean, x.dim())) ** 2).sum(dim=dims)
+    m2 = ((x - per_channel(mean, x.dim())) ** 2).sum(dim=dims)
     return count, mean, m2
 
 
@@ -212,12 +210,12 @@ class SyncBatchNormFunction(torch.autograd.Function):
         counts, means, m2s = _all_gather_moments(x, group)
         count, mean, var = combine_moments(counts, means, m2s)
         inv_std = torch.rsqrt(var + eps)
-        x_hat = (x - _per_channel(mean, x.dim())) * _per_channel(inv_std, x.dim())
+        x_hat = (x - per_channel(mean, x.dim())) * per_channel(inv_std, x.dim())
         y = x_hat
         if weight is not None:
-            y = y * _per_channel(weight, x.dim())
+            y = y * per_channel(weight, x.dim())
         if bias is not None:
-            y = y + _per_channel(bias, x.dim())
+            y = y + per_channel(bias, x.dim())
         ctx.save_for_backward(x_hat, inv_std, weight)
         ctx.count, ctx.group = count, group
         ctx.mark_non_differentiable(mean, var)
@@ -227,32 +225,27 @@ class SyncBatchNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy, _dmean, _dvar, _dcount):
         x_hat, inv_std, weight = ctx.saved_tensors
-        dims = _reduce_dims(dy)
+        dims = reduce_dims(dy)
         local_dbeta = dy.sum(dim=dims)
         local_dgamma = (dy * x_hat).sum(dim=dims)
         dx = None
         if ctx.needs_input_grad[0]:
             sums = torch.stack([local_dbeta, local_dgamma])      # (2, C): one message
             dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=ctx.group)
-            sum_dy, sum_dy_x_hat = (_per_channel(s, dy.dim()) for s in sums)
+            sum_dy, sum_dy_x_hat = (per_channel(s, dy.dim()) for s in sums)
             m = ctx.count
-            scale = _per_channel(inv_std, dy.dim()) / m
+            scale = per_channel(inv_std, dy.dim()) / m
             if weight is not None:
-                scale = scale * _per_channel(weight, dy.dim())
+                scale = scale * per_channel(weight, dy.dim())
             dx = scale * (m * dy - sum_dy - x_hat * sum_dy_x_hat)
         dgamma = local_dgamma if ctx.needs_input_grad[1] else None
         dbeta = local_dbeta if ctx.needs_input_grad[2] else None
         return dx, dgamma, dbeta, None, None
 
 
-def _check_input(func: str, x, arg: str = "x") -> None:
-    if not isinstance(x, torch.Tensor):
-        fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
-    if not x.is_floating_point():
-        fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
-    if not 2 <= x.dim() <= 5:
-        fail(func, arg, "2-D to 5-D with channels on axis 1",
-              f"shape {tuple(x.shape)} ({x.dim()}-D)")
+def _check_shard(func: str, x, arg: str = "x") -> None:
+    """A batch-norm tensor (``check_bn_tensor``) holding at least one sample of the batch."""
+    check_bn_tensor(func, x, arg)
     if x.shape[0] == 0:
         fail(func, arg, "at least one sample on every rank", f"shape {tuple(x.shape)}")
 
@@ -274,11 +267,11 @@ def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, traini
         RuntimeError: training while ``torch.distributed`` is not initialized.
     """
     func = "sync_batch_norm"
-    _check_input(func, x)
+    _check_shard(func, x)
     eps, momentum = check_batch_norm_args(func, x, running_mean, running_var, weight, bias,
-                                           training, momentum, eps)
+                                          training, momentum, eps)
     if not training:
-        return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+        return batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(f"{func}: torch.distributed must be initialized "
                            "(dist.init_process_group) for training-mode synchronized BN, "
@@ -296,62 +289,28 @@ def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, traini
     return y
 
 
-class SyncBatchNorm(nn.Module):
+class SyncBatchNorm(BatchNormBase):
     """BatchNorm for 2-D to 5-D input whose training statistics span every rank of ``group``.
 
-    Parameters (``weight``, ``bias``) and buffers (``running_mean``,
-    ``running_var``, ``num_batches_tracked``) have BatchNorm's names and
-    initial values, so state dicts load into ``nn.BatchNorm1d/2d/3d``.
-    ``momentum=None`` is a cumulative average, as in torch.
+    A ``bncourse.torch_bn.BatchNormBase`` (so torch's ``_BatchNorm``):
+    parameters, buffers, state dicts, ``momentum=None`` (a cumulative
+    average) and the choice between batch and running statistics are
+    BatchNorm's; only the normalization with batch statistics is replaced by
+    ``sync_batch_norm`` over ``group`` (None: the default process group).
+    Evaluation needs no process group. Arguments as torch's
+    ``nn.SyncBatchNorm``: ``num_features``, ``eps``, ``momentum``, ``affine``,
+    ``track_running_stats``, ``group``, ``device``, ``dtype``.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, group=None):
-        super().__init__()
-        name = type(self).__name__
-        self.num_features = check_num_features(name, num_features)
-        self.eps = check_positive(name, "eps", eps)
-        self.momentum = check_momentum(name, momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+                 track_running_stats=True, group=None, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.group = group
-        if self.affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if self.track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features))
-            self.register_buffer("running_var", torch.ones(num_features))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Synchronized batch statistics in training (or untracked); running ones in eval."""
-        name = type(self).__name__
-        _check_input(name, x, "input")
-        if x.shape[1] != self.num_features:
-            fail(name, "input", f"{self.num_features} channels on axis 1 "
-                  f"(num_features={self.num_features})", f"shape {tuple(x.shape)}")
-        use_batch_stats = self.training or self.running_mean is None
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked)
-        pass_buffers = not self.training or self.track_running_stats
-        return sync_batch_norm(x, self.running_mean if pass_buffers else None,
-                               self.running_var if pass_buffers else None, self.weight,
-                               self.bias, use_batch_stats, momentum, self.eps, self.group)
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+    @torch.jit.ignore
+    def _normalize(self, x, running_mean, running_var, training, momentum):
+        return sync_batch_norm(x, running_mean, running_var, self.weight, self.bias, training,
+                               momentum, self.eps, self.group)
 
 
 # --------------------------------------------------------------------------- processes

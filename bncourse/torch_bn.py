@@ -26,43 +26,121 @@ Backward (``dy_hat = dy * gamma``, sums over the ``m`` values of a channel)::
 The two subtracted terms exist because ``mean`` and ``var`` depend on ``x``.
 In evaluation mode the running statistics are constants, so both vanish and
 ``dx = dy_hat * inv_std``.
+
+What a drop-in must also do, and how it is done here:
+
+- The modules subclass ``torch.nn.modules.batchnorm._BatchNorm``: parameters,
+  buffers, ``reset_parameters``, ``extra_repr`` and the loading of old state
+  dicts (without ``num_batches_tracked``) are torch's own code, and torch's
+  tools that look for batch norms (``SyncBatchNorm.convert_sync_batchnorm``,
+  ``torch.func.replace_all_batch_norm_modules_``) find them.
+- The Function has torch's modern form (``forward`` + ``setup_context``, a
+  generated ``vmap`` rule, a ``jvp``), so ``torch.func.grad``/``vmap``/``jvp``
+  and ``torch.compile`` work; its backward is written with differentiable
+  torch operations, so it can be differentiated again (double backward).
+- float16/bfloat16 input is computed in float32 and rounded once at the end,
+  with float32 or same-dtype parameters, as torch does on the CPU; the output
+  has the input's dtype and, like torch's, its memory format (channels-last
+  stays channels-last).
+- An empty batch gives an empty output, zero parameter gradients and
+  unchanged running statistics.
+- TorchScript cannot compile an ``autograd.Function``: ``torch.jit.script``
+  of the modules compiles ``forward`` as a call back into Python
+  (``torch.jit.ignore``), so a scripted model runs in this process but cannot
+  be saved with ``torch.jit.save``. ``torch.jit.trace`` and ``torch.compile``
+  capture the operations themselves.
 """
 
-from __future__ import annotations
+import inspect
+from typing import Optional
 
 import torch
-from torch import nn
-from torch.autograd.function import once_differentiable
+from torch.nn.modules.batchnorm import _BatchNorm as _TorchBatchNorm
 
 from bncourse._checks import fail, check_momentum, check_num_features, check_positive
+from bncourse._torch_checks import (
+    REDUCED_PRECISION,
+    check_bn_tensor,
+    check_batch_norm_args,
+    check_module_input,
+    check_param_dtypes,
+    check_training_size,
+    per_channel,
+    reduce_dims,
+    values_per_channel,
+)
 
-__all__ = ["BatchNormFunction", "batch_norm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+__all__ = ["BatchNormFunction", "batch_norm", "batch_moments", "BatchNormBase", "BatchNorm1d",
+           "BatchNorm2d", "BatchNorm3d"]
 
 
-def _reduce_dims(x: torch.Tensor) -> list[int]:
-    """Every axis except the channel axis 1: the axes a statistic averages over."""
-    return [0, *range(2, x.dim())]
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for float16/bfloat16 input (torch's CPU accumulation type), else ``x.dtype``."""
+    return torch.float32 if x.dtype in REDUCED_PRECISION else x.dtype
 
 
-def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    """View a ``(C,)`` vector as ``(1, C, 1, ...)`` so it broadcasts against ``x``."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+def batch_moments(x: torch.Tensor):
+    """Per-channel ``mean`` and biased ``var = sum((x - mean)**2) / m`` of ``x``, two passes.
 
+    float16/bfloat16 values are accumulated in float32. Differentiable (the
+    double backward uses it). An empty batch (``m = 0``) gives mean 0 and
+    variance 1, so that nothing downstream turns into NaN.
 
-def _mean_var(x: torch.Tensor, correction: int, keepdim: bool):
-    """Per-channel ``mean`` and ``var = sum((x - mean)**2) / (m - correction)``, in two passes.
+    Two passes rather than ``torch.var_mean``: on the CPU (torch 2.x)
+    ``var_mean`` over the batch axis of ``(N, C)`` input was measured about ten
+    times slower than a mean followed by a mean of squares.
 
-    The same values as ``torch.var_mean`` up to rounding, but faster: on CPU
-    (torch 2.x) ``var_mean`` over the batch axis of ``(N, C)`` input was
-    measured about ten times slower than a mean followed by a sum of squares.
-    Returns ``(mean, var)``, shape ``(1, C, 1, ...)`` with ``keepdim``, else ``(C,)``.
+    Returns:
+        ``(mean, var)``, each ``(C,)``, float32 for half input, else ``x.dtype``.
     """
-    dims = _reduce_dims(x)
-    mean = x.mean(dim=dims, keepdim=True)
+    dtype = _compute_dtype(x)
+    if x.numel() == 0:
+        c = x.shape[1]
+        return (torch.zeros(c, dtype=dtype, device=x.device),
+                torch.ones(c, dtype=dtype, device=x.device))
+    dims = reduce_dims(x)
+    mean = x.mean(dim=dims, keepdim=True, dtype=dtype)
     xc = x - mean
-    m = x.numel() // x.shape[1]
-    var = (xc * xc).sum(dim=dims, keepdim=keepdim) / (m - correction)
-    return (mean if keepdim else mean.reshape(-1)), var
+    return mean.reshape(-1), (xc * xc).mean(dim=dims)
+
+
+def _memory_format(x: torch.Tensor):
+    """The layout torch's CPU batch norm gives its output and ``dx`` for input ``x``.
+
+    Channels-last when ``x`` is channels-last contiguous (4-D or 5-D), else
+    contiguous. Inside ``torch.func.vmap`` the layout cannot be queried (and
+    does not matter): contiguous.
+    """
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if fmt is None:
+        return torch.contiguous_format
+    try:
+        return fmt if x.is_contiguous(memory_format=fmt) else torch.contiguous_format
+    except RuntimeError:        # vmap: "NYI: querying is_contiguous inside of vmap ..."
+        return torch.contiguous_format
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype`` (itself when it already is: on small tensors every call counts)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _like_input(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``t`` in ``x``'s dtype and in the memory format torch gives a result for ``x``."""
+    t = _cast(t, x.dtype)
+    if t.is_contiguous() and x.is_contiguous():
+        return t
+    return t.contiguous(memory_format=_memory_format(x))
+
+
+def _mean_inv_std(x, mean, var, eps):
+    """``(mean, inv_std = 1 / sqrt(var + eps))`` per channel in the compute dtype."""
+    dtype = _compute_dtype(x)
+    return _cast(mean, dtype), torch.rsqrt(_cast(var, dtype) + eps)
+
+
+# The C++ apply under Function.apply (a classmethod descriptor, bound to a class with __get__).
+_C_APPLY = torch._C._FunctionBase.__dict__["apply"]
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -71,135 +149,192 @@ class BatchNormFunction(torch.autograd.Function):
     Call it as ``BatchNormFunction.apply(x, weight, bias, eps)`` to normalize
     with the batch statistics of ``x`` (training), or as
     ``BatchNormFunction.apply(x, weight, bias, eps, running_mean, running_var)``
-    to normalize with fixed statistics (evaluation).
+    to normalize with fixed statistics (evaluation). ``batch_norm`` passes the
+    batch statistics it has computed for the running averages as two more
+    arguments, ``(..., None, None, batch_mean, batch_var)``, so they are
+    computed once; they are treated as functions of ``x`` in the backward.
 
     Args:
-        x: ``(N, C, *)`` input, 2-D to 5-D.
+        x: ``(N, C, *)`` input, 2-D to 5-D (``N = 0`` allowed).
         weight: ``gamma``, ``(C,)``, or None for ``gamma = 1``.
         bias: ``beta``, ``(C,)``, or None for ``beta = 0``.
         eps: positive float added to the variance inside the square root.
         running_mean, running_var: ``(C,)`` fixed statistics, or both None to
             use the batch statistics (mean and biased variance over ``m``).
+        batch_mean, batch_var: the batch statistics of ``x`` (``batch_moments``),
+            or None to compute them here.
 
     Returns:
-        ``y``, same shape and dtype as ``x``.
+        ``y``, the shape, dtype and memory format of ``x``. float16/bfloat16
+        input is computed in float32 and rounded once.
 
+    Computed as torch computes it: ``y = x * alpha + shift`` with
+    ``alpha = gamma * inv_std`` and ``shift = beta - mean * alpha`` per channel.
     The backward returns ``dx``, ``dgamma``, ``dbeta`` (each only when needed)
-    and no gradient for ``eps`` or the fixed statistics. It is written with
-    torch operations but saves no graph, so it cannot be differentiated again
-    (``once_differentiable`` raises if one tries).
+    and no gradient for the other arguments. It is written with differentiable
+    torch operations: under ``create_graph=True`` it recomputes the batch
+    statistics from ``x`` so that its own graph reaches ``x``, and a second
+    derivative is exact. ``jvp`` gives forward-mode derivatives, and
+    ``generate_vmap_rule`` lets ``torch.func.vmap`` batch all of it.
     """
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, eps, running_mean=None, running_var=None):
-        batch_stats = running_mean is None and running_var is None
-        ndim = x.dim()
-        if batch_stats:
-            dims = _reduce_dims(x)
-            x_hat = x - x.mean(dim=dims, keepdim=True)  # centred now, normalized in place below
-            var = (x_hat * x_hat).mean(dim=dims, keepdim=True)
-        else:
-            x_hat = x - _per_channel(running_mean, ndim)
-            var = _per_channel(running_var, ndim)
-        inv_std = torch.rsqrt(var + eps)
-        x_hat.mul_(inv_std)
-        # Fewer temporaries are faster (each full-size one costs an allocation):
-        # addcmul computes beta + x_hat * gamma in one pass.
-        if weight is not None and bias is not None:
-            y = torch.addcmul(_per_channel(bias, ndim), x_hat, _per_channel(weight, ndim))
-        elif weight is not None:
-            y = x_hat * _per_channel(weight, ndim)
-        elif bias is not None:
-            y = x_hat + _per_channel(bias, ndim)
-        else:
-            y = x_hat
-        # x_hat and inv_std are all the backward needs (besides gamma): x, mean
-        # and var themselves are not kept.
-        ctx.save_for_backward(x_hat, inv_std, weight)
-        ctx.batch_stats = batch_stats
-        return y
+    generate_vmap_rule = True
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        """``Function.apply``; a call with all eight arguments and no ``torch.func`` transform
+        skips the per-call re-binding of the arguments to ``forward``'s signature, a cost as
+        large as normalizing a small batch."""
+        if len(args) == 8 and not kwargs and not torch._C._are_functorch_transforms_active():
+            return _C_APPLY.__get__(None, cls)(*args)
+        return super().apply(*args, **kwargs)
 
     @staticmethod
-    @once_differentiable
+    def forward(x, weight, bias, eps, running_mean=None, running_var=None, batch_mean=None,
+                batch_var=None):
+        if running_mean is not None:
+            mean, var = running_mean, running_var
+        elif batch_mean is not None:
+            mean, var = batch_mean, batch_var
+        else:
+            mean, var = batch_moments(x)
+        dtype, ndim = _compute_dtype(x), x.dim()
+        mean, alpha = _mean_inv_std(x, mean, var, eps)
+        if weight is not None:
+            alpha = alpha * _cast(weight, dtype)
+        if bias is not None:
+            shift = torch.addcmul(_cast(bias, dtype), mean, alpha, value=-1.0)
+        else:
+            shift = -(mean * alpha)
+        # One pass over x; half input is promoted to float32 element by element.
+        y = torch.addcmul(per_channel(shift, ndim), x, per_channel(alpha, ndim))
+        return _like_input(y, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps, *stats = inputs
+        running_mean, running_var, batch_mean, batch_var = (list(stats) + [None] * 4)[:4]
+        ctx.batch_stats = running_mean is None
+        mean, var = (batch_mean, batch_var) if ctx.batch_stats else (running_mean, running_var)
+        # x, not x_hat, is kept (as torch keeps its input): the double backward needs x.
+        # With batch statistics not given (a direct call) they are recomputed when needed.
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.save_for_forward(x, weight, mean, var)
+        ctx.eps, ctx.num_inputs = eps, len(inputs)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+
+    @staticmethod
     def backward(ctx, dy):
-        x_hat, inv_std, weight = ctx.saved_tensors
-        dims, ndim = _reduce_dims(dy), dy.dim()
+        # The closed form, written as torch's CPU kernel writes it (xc = x - mean):
+        #   dbeta = sum(dy);  dgamma = sum(dy * xc) * inv_std
+        #   dx = gamma * inv_std * (dy - dbeta / m - xc * dgamma * inv_std / m)
+        x, weight, mean, var = ctx.saved_tensors
         need_dx, need_dgamma, need_dbeta = ctx.needs_input_grad[:3]
+        if ctx.batch_stats and (mean is None or torch.is_grad_enabled()):
+            # Double backward: the statistics must be functions of x in this graph.
+            mean, var = batch_moments(x)
+        mean, inv_std = _mean_inv_std(x, mean, var, ctx.eps)
+        dtype, ndim, dims = _compute_dtype(x), x.dim(), reduce_dims(x)
+        scale = inv_std if weight is None else inv_std * _cast(weight, dtype)
         through_stats = need_dx and ctx.batch_stats
-        # dbeta = sum(dy) and dgamma = sum(dy * x_hat); with batch statistics dx needs
-        # both too (gamma is constant per channel, so sum(dy_hat) = gamma * dbeta, and
-        # sum(dy_hat * x_hat) = gamma * dgamma).
-        dbeta = dy.sum(dim=dims) if need_dbeta or through_stats else None
-        dgamma = (dy * x_hat).sum(dim=dims) if need_dgamma or through_stats else None
-        dx = None
-        if need_dx:
-            scale = inv_std if weight is None else inv_std * _per_channel(weight, ndim)
-            if ctx.batch_stats:
-                m = dy.numel() // dy.shape[1]
-                # dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma), in one buffer
-                dx = torch.addcmul(_per_channel(dbeta, ndim), x_hat, _per_channel(dgamma, ndim))
-                dx.mul_(-1.0 / m).add_(dy).mul_(scale)
+        dbeta = dy.sum(dim=dims, dtype=dtype) if need_dbeta or through_stats else None
+        dgamma = dx = None
+        if need_dgamma or through_stats:
+            xc = x - per_channel(mean, ndim)
+            dgamma = (dy * xc).sum(dim=dims) * inv_std
+        if need_dx and ctx.batch_stats:
+            # dx = scale * dy + xc * b + c with per-channel b and c: two passes over the data
+            coef = scale * (-1.0 / max(values_per_channel(x), 1))   # m = 0: an empty dx
+            dx = torch.addcmul(per_channel(coef * dbeta, ndim), xc,
+                               per_channel(coef * (dgamma * inv_std), ndim))
+            if _may_work_in_place():
+                dx.addcmul_(dy, per_channel(scale, ndim))   # dx is a fresh buffer: no allocation
             else:
-                # Fixed statistics do not depend on x: only the direct path remains.
-                dx = dy * scale
-        return (dx, dgamma if need_dgamma else None, dbeta if need_dbeta else None,
-                None, None, None)
+                dx = torch.addcmul(dx, dy, per_channel(scale, ndim))
+        elif need_dx:
+            dx = dy * per_channel(scale, ndim)   # fixed statistics: only the direct path
+        if dx is not None:
+            dx = _like_input(dx, x)
+        dgamma = _cast(dgamma, weight.dtype) if need_dgamma else None
+        dbeta = _cast(dbeta, ctx.bias_dtype) if need_dbeta else None
+        return (dx, dgamma, dbeta) + (None,) * (ctx.num_inputs - 3)
+
+    @staticmethod
+    def jvp(ctx, dx_in, dgamma_in, dbeta_in, *other_tangents):
+        x, weight, mean, var = ctx.saved_tensors
+        # Autograd passes zeros for inputs without a tangent. The batch statistics'
+        # tangents are ignored (their dependence on x is in the formula); fixed running
+        # statistics are inputs like any other, so their tangents count.
+        _eps, t_mean, t_var = (list(other_tangents) + [None] * 3)[:3]
+        if ctx.batch_stats:
+            t_mean = t_var = None
+            if mean is None:
+                mean, var = batch_moments(x)
+        mean, inv_std = _mean_inv_std(x, mean, var, ctx.eps)
+        return _jvp(x, weight, mean, inv_std, ctx.batch_stats, dx_in, dgamma_in, dbeta_in,
+                    t_mean, t_var)
 
 
-def _check_input(func: str, x, arg: str = "input") -> torch.Tensor:
-    """Check a floating tensor of rank 2 to 5 with at least one channel."""
-    if not isinstance(x, torch.Tensor):
-        fail(func, arg, "a torch.Tensor", type(x).__name__, TypeError)
-    if not x.is_floating_point():
-        fail(func, arg, "a floating-point tensor", f"dtype {x.dtype}", TypeError)
-    if not 2 <= x.dim() <= 5:
-        fail(func, arg, "2-D to 5-D with channels on axis 1 ((N, C), (N, C, L), "
-              "(N, C, H, W) or (N, C, D, H, W))", f"shape {tuple(x.shape)} ({x.dim()}-D)")
-    if x.shape[1] == 0:
-        fail(func, arg, "at least one channel on axis 1", f"shape {tuple(x.shape)}")
-    return x
+# Function.apply binds its arguments to forward's signature on every call (for
+# setup_context); inspect.signature would rebuild it each time, a cost as large as
+# the normalization of a small batch. A precomputed __signature__ is what inspect
+# returns first.
+BatchNormFunction.forward.__signature__ = inspect.signature(BatchNormFunction.forward)
 
 
-def _check_training_size(func: str, x: torch.Tensor, arg: str = "input") -> None:
-    """Batch statistics need more than one value per channel (torch raises too)."""
-    m = x.numel() // x.shape[1]
-    if m <= 1:
-        fail(func, arg, "more than 1 value per channel when using batch statistics",
-              f"shape {tuple(x.shape)} ({m} value per channel)")
+class _BatchNormFunctionCompiled(BatchNormFunction):
+    """``BatchNormFunction`` without its custom ``jvp``, for code ``torch.compile`` traces.
 
-
-def _check_vector(func: str, arg: str, v, num_channels: int) -> None:
-    """Check an optional per-channel tensor of shape ``(C,)``."""
-    if v is None:
-        return
-    if not isinstance(v, torch.Tensor):
-        fail(func, arg, "a torch.Tensor or None", type(v).__name__, TypeError)
-    if tuple(v.shape) != (num_channels,):
-        fail(func, arg, f"shape ({num_channels},) to match the channels of input",
-              f"shape {tuple(v.shape)}")
-
-
-def check_batch_norm_args(func: str, x: torch.Tensor, running_mean, running_var, weight,
-                           bias, training, momentum, eps) -> tuple[float, float]:
-    """Check the arguments that ``F.batch_norm``-like functions share; return (eps, momentum).
-
-    ``x`` has been checked already. Raises the ``ValueError``/``TypeError`` documented by
-    ``batch_norm``: per-channel shapes, both running buffers or neither, ``eps > 0``,
-    ``momentum`` in [0, 1], running buffers present in evaluation.
+    Dynamo refuses autograd Functions with a custom ``jvp`` (it breaks the graph
+    there); forward-mode AD is not used inside compiled code, so ``batch_norm``
+    hands this twin to the compiler and the whole forward and backward are
+    captured.
     """
-    num_channels = x.shape[1]
-    for arg, v in (("running_mean", running_mean), ("running_var", running_var),
-                   ("weight", weight), ("bias", bias)):
-        _check_vector(func, arg, v, num_channels)
-    if (running_mean is None) != (running_var is None):
-        fail(func, "running_mean and running_var", "both tensors or both None",
-              f"running_mean={type(running_mean).__name__}, "
-              f"running_var={type(running_var).__name__}")
-    eps = check_positive(func, "eps", eps)
-    momentum = check_momentum(func, momentum, allow_none=False)
-    if not training and running_mean is None:
-        fail(func, "running_mean and running_var", "tensors when training=False", "None")
-    return eps, momentum
+
+    jvp = staticmethod(torch.autograd.Function.jvp)
+    apply = classmethod(torch.autograd.Function.apply.__func__)   # the one Dynamo knows
+
+
+def _may_work_in_place() -> bool:
+    """Whether a fresh temporary may be updated in place: no graph is being recorded
+    (not a double backward) and no ``torch.func`` transform is active (in-place
+    operations cannot mix its batched and unbatched tensors)."""
+    return not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+
+
+def _jvp(x, weight, mean, inv_std, batch_stats, tx, tgamma, tbeta, t_mean=None, t_var=None):
+    """Forward-mode derivative of ``y`` for the tangents given (each may be None).
+
+    With ``x_hat = (x - mean) * inv_std`` and ``u = tx - mean(tx)`` per channel,
+    batch statistics give ``dx_hat = inv_std * (u - x_hat * mean(x_hat * u))``;
+    fixed statistics give
+    ``dx_hat = inv_std * (tx - t_mean) - x_hat * inv_std**2 * t_var / 2``; then
+    ``dy = gamma * dx_hat + tgamma * x_hat + tbeta``.
+    """
+    dtype, ndim, dims = _compute_dtype(x), x.dim(), reduce_dims(x)
+    inv_std = per_channel(inv_std, ndim)
+    x_hat = (x - per_channel(mean, ndim)) * inv_std
+    out = torch.zeros_like(x_hat)
+    if tx is not None or t_mean is not None or t_var is not None:
+        dx_hat = torch.zeros_like(x_hat) if tx is None else tx.to(dtype)
+        if batch_stats:
+            if x.numel() > 0:
+                u = dx_hat - dx_hat.mean(dim=dims, keepdim=True)
+                dx_hat = u - x_hat * (x_hat * u).mean(dim=dims, keepdim=True)
+            dx_hat = dx_hat * inv_std
+        else:
+            if t_mean is not None:
+                dx_hat = dx_hat - per_channel(t_mean.to(dtype), ndim)
+            dx_hat = dx_hat * inv_std
+            if t_var is not None:
+                dx_hat = dx_hat - x_hat * (inv_std * inv_std) * per_channel(
+                    t_var.to(dtype), ndim) / 2
+        out = dx_hat if weight is None else dx_hat * per_channel(weight.to(dtype), ndim)
+    if tgamma is not None:
+        out = out + x_hat * per_channel(tgamma.to(dtype), ndim)
+    if tbeta is not None:
+        out = out + per_channel(tbeta.to(dtype), ndim)
+    return out.to(x.dtype)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -216,6 +351,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     The stored variance is the unbiased one (``m / (m - 1)``), while the
     normalization uses the biased one, exactly as PyTorch does.
     ``training=False`` normalizes with ``running_mean`` / ``running_var``.
+    An empty batch (``m = 0``) returns an empty output and leaves the buffers
+    unchanged.
 
     Args:
         x: ``(N, C, *)`` floating tensor, 2-D to 5-D.
@@ -226,154 +363,131 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         eps: positive float added to the variance.
 
     Returns:
-        ``y``, the shape and dtype of ``x``.
+        ``y``, the shape, dtype and memory format of ``x``.
 
     Raises:
-        TypeError: ``x`` (or a per-channel argument) is not a tensor.
+        TypeError: ``x`` (or a per-channel argument) is not a tensor; a
+            per-channel tensor's dtype is neither ``x.dtype`` nor float32 for
+            float16/bfloat16 ``x`` (torch's CPU rule), or they differ.
         ValueError: wrong rank, a per-channel shape that does not match ``C``,
             one value per channel when using batch statistics, only one of
             the running buffers given, running buffers missing in evaluation,
             ``eps <= 0``, ``momentum`` outside [0, 1].
     """
     func = "batch_norm"
-    _check_input(func, x, "x")
+    check_bn_tensor(func, x, "x")
     eps, momentum = check_batch_norm_args(func, x, running_mean, running_var, weight, bias,
-                                           training, momentum, eps)
-    if not training:
-        return BatchNormFunction.apply(x, weight, bias, eps, running_mean, running_var)
+                                          training, momentum, eps)
+    if training:
+        check_training_size(func, x, "x")
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
-    _check_training_size(func, x, "x")
-    y = BatchNormFunction.apply(x, weight, bias, eps)
-    if running_mean is not None:
+
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """``batch_norm`` after its checks (the modules check their input themselves)."""
+    function = _BatchNormFunctionCompiled if torch.compiler.is_compiling() else BatchNormFunction
+    if not training:
+        return function.apply(x, weight, bias, eps, running_mean, running_var)
+    with torch.no_grad():
+        mean, var = batch_moments(x.detach())
+    y = function.apply(x, weight, bias, eps, None, None, mean, var)
+    m = values_per_channel(x)
+    if running_mean is not None and m > 0:
         # The buffers are state, not part of the model's function: keeping a
         # graph in them would make every step's graph reachable from the next
         # (a memory leak) and would raise when backward is called twice.
         with torch.no_grad():
-            mean, var = _mean_var(x, correction=1, keepdim=False)
-            running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-            running_var.mul_(1.0 - momentum).add_(var.to(running_var.dtype), alpha=momentum)
+            running_mean.mul_(1.0 - momentum).add_(_cast(mean, running_mean.dtype),
+                                                   alpha=momentum)
+            running_var.mul_(1.0 - momentum).add_(_cast(var, running_var.dtype),
+                                                  alpha=momentum * m / (m - 1))
     return y
 
 
-class _BatchNorm(nn.Module):
-    """State and forward shared by ``BatchNorm1d``/``2d``/``3d``; subclasses only check rank.
+@torch.jit.ignore
+def _check_module_input(name: str, input: torch.Tensor, dims: list[int], layout: str,
+                        num_features: int) -> None:
+    """The module's input check, a Python call even from TorchScript (it builds messages)."""
+    check_module_input(name, input, dims, layout, num_features)
+
+
+class BatchNormBase(_TorchBatchNorm):
+    """torch's ``_BatchNorm`` state with the package's forward; base of the drop-in modules.
 
     Parameters ``weight`` (gamma, initialised to 1) and ``bias`` (beta,
     initialised to 0) exist when ``affine=True``; buffers ``running_mean``
     (zeros), ``running_var`` (ones) and ``num_batches_tracked`` (a long
-    scalar) exist when ``track_running_stats=True``. The names, shapes and
-    dtypes are torch's, so state dicts load in both directions.
+    scalar) exist when ``track_running_stats=True``. All of it, with
+    ``reset_parameters``, ``reset_running_stats``, ``extra_repr`` and the
+    loading of state dicts saved before ``num_batches_tracked`` existed, is
+    torch's own code; the constructor only validates its arguments first.
 
-    Mode comes from ``self.training`` (set by ``train()`` / ``eval()``), never
-    from whether gradients are enabled: evaluating a training-mode module
-    under ``torch.no_grad()`` still uses and updates batch statistics, as in
-    torch.
+    ``forward`` follows torch's ``_BatchNorm.forward`` line by line (mode from
+    ``self.training``, never from whether gradients are enabled; momentum
+    ``None`` is a cumulative average over ``num_batches_tracked``; buffers
+    present but ``track_running_stats`` switched off: batch statistics in
+    training without updates, the buffers in evaluation) and hands the
+    normalization to ``_normalize``, which subclasses such as
+    ``bncourse.sync_bn.SyncBatchNorm`` replace. ``forward`` is valid
+    TorchScript; the input check and ``_normalize`` are ``torch.jit.ignore``:
+    they run in Python, so a scripted module works in this process but
+    ``torch.jit.save`` refuses it.
     """
 
-    _version = 2  # torch's: version 2 added num_batches_tracked
-    _expected_dims: tuple[int, ...] = ()
-    _layout: str = ""
+    _expected_dims: tuple[int, ...] = (2, 3, 4, 5)
+    _layout: str = "2-D to 5-D with channels on axis 1"
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):
-        super().__init__()
         name = type(self).__name__
-        factory_kwargs = {"device": device, "dtype": dtype}
-        self.num_features = check_num_features(name, num_features)
-        self.eps = check_positive(name, "eps", eps)
-        self.momentum = check_momentum(name, momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        if self.affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory_kwargs))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(num_features, **factory_kwargs))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if self.track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory_kwargs))
-            self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
-            self.register_buffer("num_batches_tracked",
-                                 torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
+        super().__init__(check_num_features(name, num_features), check_positive(name, "eps", eps),
+                         check_momentum(name, momentum), bool(affine), bool(track_running_stats),
+                         device, dtype, bias=bias)
+        # Instance attributes, so that a scripted module still has them.
+        self._func_name = name
+        self._dims = list(self._expected_dims)
+        self._layout_text = self._layout
 
-    def reset_running_stats(self) -> None:
-        """Running mean 0, running variance 1, no batch seen."""
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
+    def _check_input_dim(self, input) -> None:
+        _check_module_input(self._func_name, input, self._dims, self._layout_text,
+                            self.num_features)
 
-    def reset_parameters(self) -> None:
-        """Reset the running statistics and set gamma = 1, beta = 0 (identity affine)."""
-        self.reset_running_stats()
-        if self.affine:
-            with torch.no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
-
-    def _check_input_dim(self, x) -> None:
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor):
-            fail(name, "input", "a torch.Tensor", type(x).__name__, TypeError)
-        if x.dim() not in self._expected_dims:
-            fail(name, "input", f"{self._layout}", f"shape {tuple(x.shape)} ({x.dim()}-D)")
-        if x.shape[1] != self.num_features:
-            fail(name, "input", f"{self.num_features} channels on axis 1 "
-                  f"(num_features={self.num_features})", f"shape {tuple(x.shape)}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalize ``x`` (shape kept); see the class docstring for the modes."""
-        name = type(self).__name__
-        self._check_input_dim(x)
-        _check_input(name, x)
-        use_batch_stats = self.training or self.running_mean is None
-        if use_batch_stats:
-            _check_training_size(name, x)
-
-        momentum = 0.0 if self.momentum is None else self.momentum
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Normalize ``input`` (shape, dtype and layout kept); see the class docstring."""
+        _check_module_input(self._func_name, input, self._dims, self._layout_text,
+                            self.num_features)
+        momentum = 0.0
+        if self.momentum is not None:
+            momentum = self.momentum
         if self.training and self.track_running_stats:
-            with torch.no_grad():
+            if self.num_batches_tracked is not None:
                 self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                # Cumulative average: batch k gets weight 1/k, so after k
-                # batches every batch has contributed equally.
-                momentum = 1.0 / float(self.num_batches_tracked)
-
+                if self.momentum is None:
+                    # Cumulative average: batch k gets weight 1/k, so after k
+                    # batches every batch has contributed equally.
+                    momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         # Buffers are passed when they are to be updated (training and
         # tracked) or used (evaluation with buffers).
         pass_buffers = not self.training or self.track_running_stats
-        return batch_norm(x, self.running_mean if pass_buffers else None,
-                          self.running_var if pass_buffers else None,
-                          self.weight, self.bias, use_batch_stats, momentum, self.eps)
+        return self._normalize(input, self.running_mean if pass_buffers else None,
+                               self.running_var if pass_buffers else None, use_batch_stats,
+                               momentum)
 
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
-                              missing_keys, unexpected_keys, error_msgs):
-        # State dicts saved before version 2 lack num_batches_tracked; as torch
-        # does, start it from the current value instead of reporting it missing.
-        version = local_metadata.get("version", None)
-        if (version is None or version < 2) and self.track_running_stats:
-            key = prefix + "num_batches_tracked"
-            if key not in state_dict:
-                state_dict[key] = self.num_batches_tracked
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
-                                      missing_keys, unexpected_keys, error_msgs)
+    @torch.jit.ignore
+    def _normalize(self, x: torch.Tensor, running_mean: Optional[torch.Tensor],
+                   running_var: Optional[torch.Tensor], training: bool,
+                   momentum: float) -> torch.Tensor:
+        """``batch_norm`` with this module's parameters; errors named after the class."""
+        if training:
+            check_training_size(self._func_name, x, "input")
+        check_param_dtypes(self._func_name, x, weight=self.weight, bias=self.bias,
+                           running_mean=running_mean, running_var=running_var)
+        return _batch_norm(x, running_mean, running_var, self.weight, self.bias, training,
+                           momentum, self.eps)
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormBase):
     """Batch normalization of ``(N, C)`` or ``(N, C, L)`` input; drop-in for ``nn.BatchNorm1d``.
 
     ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel, with
@@ -383,6 +497,8 @@ class BatchNorm1d(_BatchNorm):
     ``device``, ``dtype``, keyword ``bias=True``.
 
     Raises:
+        TypeError: a non-tensor or non-floating input, or parameters whose
+            dtype torch would reject for it.
         ValueError: input not 2-D or 3-D, channels not ``num_features``, or
             one value per channel when batch statistics are used.
     """
@@ -391,30 +507,28 @@ class BatchNorm1d(_BatchNorm):
     _layout = "2-D (N, C) or 3-D (N, C, L)"
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     """Batch normalization of ``(N, C, H, W)`` input; drop-in for ``nn.BatchNorm2d``.
 
     Statistics per channel over ``N``, ``H`` and ``W``; arguments as
-    ``BatchNorm1d``.
+    ``BatchNorm1d``. Channels-last input gives channels-last output.
 
     Raises:
-        ValueError: input not 4-D, channels not ``num_features``, or one
-            value per channel when batch statistics are used.
+        TypeError / ValueError: as ``BatchNorm1d``, for input that is not 4-D.
     """
 
     _expected_dims = (4,)
     _layout = "4-D (N, C, H, W)"
 
 
-class BatchNorm3d(_BatchNorm):
+class BatchNorm3d(BatchNormBase):
     """Batch normalization of ``(N, C, D, H, W)`` input; drop-in for ``nn.BatchNorm3d``.
 
     Statistics per channel over ``N``, ``D``, ``H`` and ``W``; arguments as
     ``BatchNorm1d``.
 
     Raises:
-        ValueError: input not 5-D, channels not ``num_features``, or one
-            value per channel when batch statistics are used.
+        TypeError / ValueError: as ``BatchNorm1d``, for input that is not 5-D.
     """
 
     _expected_dims = (5,)

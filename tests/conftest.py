@@ -1,8 +1,17 @@
 """Shared pytest fixtures and settings."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import settings
+
+# torch scripts its forward-AD decompositions the first time a dual tensor is made, and
+# TorchScript warns that it is deprecated: load them here once, so that the first test
+# using forward-mode AD does not fail on torch's own warning (warnings are errors).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 # Property tests draw their examples from a fixed seed, so every run (and CI) checks the
 # same cases and a failure reproduces; no example database is written to disk.

@@ -1,5 +1,7 @@
 """Tests for bncourse.batchnorm: PyTorch (float64, autograd) is the oracle."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -478,3 +480,47 @@ def test_batch_norm_rejects_bad_input():
     rm.flags.writeable = False
     with pytest.raises(ValueError, match=r"batch_norm: running_mean must be a writeable array"):
         batch_norm(x, rm, rv, training=True)
+
+
+# --------------------------------------------------------------------------- empty batches, caches
+
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4), (5, 3, 0), (0, 2, 3, 3)])
+def test_empty_batch_like_torch(shape):
+    # torch: an empty output, zero parameter gradients, running statistics unchanged
+    x = np.zeros(shape)
+    running_mean, running_var = np.arange(shape[1], dtype=float), np.ones(shape[1]) * 2
+    y = batch_norm(x, running_mean, running_var, training=True)
+    assert y.shape == shape
+    np.testing.assert_array_equal(running_mean, np.arange(shape[1]))
+    np.testing.assert_array_equal(running_var, 2.0)
+    y_ref = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, training=True)
+    assert tuple(y_ref.shape) == y.shape
+    y, cache = batchnorm_forward(x, np.ones(shape[1]), np.zeros(shape[1]))
+    for backward in (batchnorm_backward, batchnorm_backward_graph):
+        dx, dgamma, dbeta = backward(np.ones(shape), cache)
+        assert dx.shape == shape
+        np.testing.assert_array_equal(dgamma, 0.0)
+        np.testing.assert_array_equal(dbeta, 0.0)
+
+
+def _tampered(cache, **changes):
+    return dataclasses.replace(cache, **changes)
+
+
+@pytest.mark.parametrize("backward", [batchnorm_backward, batchnorm_backward_graph],
+                         ids=["closed", "graph"])
+@pytest.mark.parametrize("change, match", [
+    (lambda c: {"inv_std": c.inv_std.reshape(-1)}, r"cache.inv_std must be an ndarray of shape "
+                                                   r"\(1, 3, 1\).*got ndarray of shape \(3,\)"),
+    (lambda c: {"inv_std": np.ones((1, 4, 1))}, r"cache.inv_std must be .*\(1, 4, 1\)"),
+    (lambda c: {"gamma": np.ones((1, 2, 1))}, r"cache.gamma must be an ndarray of shape \(1, 3, 1\)"),
+    (lambda c: {"gamma": None}, r"cache.gamma must be .*got NoneType"),
+    (lambda c: {"axes": (0,)}, r"cache.axes must be \(0, 2\) \(every axis of x_hat but 1\), "
+                               r"got \(0,\)"),
+    (lambda c: {"axes": (0, 1)}, r"cache.axes must be \(0, 2\)"),
+])
+def test_backward_rejects_a_tampered_cache_by_name(backward, change, match):
+    x = np.random.default_rng(0).normal(size=(5, 3, 2))
+    _, cache = batchnorm_forward(x, np.ones(3), np.zeros(3))
+    with pytest.raises(ValueError, match=rf"^{backward.__name__}: {match}"):
+        backward(np.ones_like(x), _tampered(cache, **change(cache)))

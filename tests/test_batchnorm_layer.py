@@ -228,3 +228,41 @@ def test_forward_and_backward_reject_bad_input(rng):
     untracked = BatchNorm(3, track_running_stats=False).eval()
     with pytest.raises(ValueError, match=r"BatchNorm.forward: x must be more than 1 value"):
         untracked(np.ones((1, 3)))  # batch statistics even in eval mode, as in torch
+
+
+# --------------------------------------------------------------------------- torch's mode rule, empty batches
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_tracking_switched_off_after_construction_behaves_like_torch(training):
+    # torch: buffers present are used in evaluation (and left alone in training) even when
+    # track_running_stats was switched off after construction
+    rng = np.random.default_rng(3)
+    ours, theirs = BatchNorm(3), torch.nn.BatchNorm1d(3, dtype=torch.float64)
+    for _ in range(2):
+        x = rng.normal(2.0, 3.0, size=(8, 3))
+        ours(x)
+        theirs(torch.from_numpy(x))
+    ours.track_running_stats = theirs.track_running_stats = False
+    ours.train(training), theirs.train(training)
+    x = rng.normal(-1.0, 0.5, size=(4, 3))
+    before = ours.running_mean.copy(), ours.running_var.copy(), ours.num_batches_tracked
+    y, y_ref = ours(x), theirs(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.running_mean, before[0])
+    np.testing.assert_array_equal(ours.running_var, before[1])
+    assert ours.num_batches_tracked == before[2] == int(theirs.num_batches_tracked)
+
+
+def test_empty_batch_in_the_layer_like_torch():
+    ours, theirs = BatchNorm(3), torch.nn.BatchNorm1d(3, dtype=torch.float64)
+    x = np.zeros((0, 3, 4))
+    y = ours(x)
+    dx = ours.backward(np.ones_like(x))
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    theirs(x_t).sum().backward()
+    assert y.shape == dx.shape == (0, 3, 4)
+    np.testing.assert_array_equal(ours.dweight, theirs.weight.grad.numpy())   # zeros
+    np.testing.assert_array_equal(ours.dbias, theirs.bias.grad.numpy())
+    np.testing.assert_array_equal(ours.running_mean, theirs.running_mean.numpy())
+    np.testing.assert_array_equal(ours.running_var, theirs.running_var.numpy())
+    assert ours.num_batches_tracked == int(theirs.num_batches_tracked) == 1

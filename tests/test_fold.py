@@ -180,7 +180,7 @@ def nested_model():
 
 
 def batchnorms(model):
-    bn_types = (nn.modules.batchnorm._BatchNorm, torch_bn._BatchNorm)
+    bn_types = (nn.modules.batchnorm._BatchNorm,)  # torch_bn's modules are instances too
     return [m for m in model.modules() if isinstance(m, bn_types)]
 
 

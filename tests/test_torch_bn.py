@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from bncourse.torch_bn import (
     BatchNorm2d,
     BatchNorm3d,
     BatchNormFunction,
+    batch_moments,
     batch_norm,
 )
 
@@ -115,14 +117,19 @@ def test_function_matches_autograd_through_plain_forward(shape, affine, stats):
         torch.testing.assert_close(g, g_ref, **TOL[torch.float64])
 
 
-def test_function_backward_is_the_closed_form_not_autograd():
+def test_function_backward_is_the_closed_form_and_differentiable_again():
     x = random_input((5, 3), seed=10)
     y = BatchNormFunction.apply(x, None, None, 1e-5)
     assert type(y.grad_fn).__name__ == "BatchNormFunctionBackward"
-    # The backward saves no graph, so it cannot be differentiated again.
+    # The backward is made of differentiable torch operations: a second derivative
+    # exists and equals autograd's through the plain forward.
     (dx,) = torch.autograd.grad((y ** 3).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable"):
-        dx.sum().backward()
+    (ddx,) = torch.autograd.grad(dx.pow(2).sum(), x)
+    x_ref = x.detach().requires_grad_(True)
+    (dx_ref,) = torch.autograd.grad((reference_batch_norm(x_ref, None, None, 1e-5) ** 3).sum(),
+                                    x_ref, create_graph=True)
+    (ddx_ref,) = torch.autograd.grad(dx_ref.pow(2).sum(), x_ref)
+    torch.testing.assert_close(ddx, ddx_ref, **TOL[torch.float64])
 
 
 @pytest.mark.parametrize("wanted", ["x", "weight", "bias"])
@@ -267,7 +274,9 @@ def test_parameters_buffers_and_repr_match_torch(config):
         for (_, a), (_, b) in zip(ours_list, their_list):
             assert a.dtype == b.dtype and a.shape == b.shape
             assert torch.equal(a, b)  # same initial values
-    assert not isinstance(ours, nn.modules.batchnorm._NormBase)  # a reimplementation
+    # torch's state code, the package's forward and backward
+    assert isinstance(ours, nn.modules.batchnorm._BatchNorm)
+    assert type(ours).forward is not nn.modules.batchnorm._BatchNorm.forward
 
 
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
@@ -488,18 +497,203 @@ def test_turning_off_tracking_after_construction_behaves_like_torch():
     torch.testing.assert_close(ours(x), theirs(x), **TOL[torch.float64])
 
 
-@pytest.mark.parametrize("correction", [0, 1])
 @pytest.mark.parametrize("shape", [(7, 3), (5, 4, 6), (3, 2, 4, 5), (2, 3, 2, 3, 4)])
-def test_mean_var_matches_torch_var_mean(shape, correction):
+def test_batch_moments_match_torch_var_mean(shape):
     # The two-pass statistics that replace torch.var_mean (slow on CPU over the batch axis).
-    from bncourse.torch_bn import _mean_var
-
     x = random_input(shape, seed=90, requires_grad=False) * 3 + 5
     dims = [0, *range(2, len(shape))]
-    var_ref, mean_ref = torch.var_mean(x, dim=dims, correction=correction, keepdim=True)
-    mean, var = _mean_var(x, correction=correction, keepdim=True)
+    var_ref, mean_ref = torch.var_mean(x, dim=dims, correction=0)
+    mean, var = batch_moments(x)
+    assert mean.shape == var.shape == (shape[1],)
     torch.testing.assert_close(mean, mean_ref, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(var, var_ref, rtol=1e-12, atol=1e-13)
-    mean_flat, var_flat = _mean_var(x, correction=correction, keepdim=False)
-    assert mean_flat.shape == var_flat.shape == (shape[1],)
-    torch.testing.assert_close(var_flat, var_ref.reshape(-1), rtol=1e-12, atol=1e-13)
+    half_mean, half_var = batch_moments(x.to(torch.bfloat16))   # accumulated in float32
+    assert half_mean.dtype == half_var.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- #
+# Drop-in behaviour (issue 13): torch's tools, torch.func, compilers, dtypes, empty batches
+# --------------------------------------------------------------------------- #
+
+def test_modules_are_torch_batch_norms_for_torch_tools():
+    model = nn.Sequential(nn.Linear(4, 3), BatchNorm1d(3), nn.Conv2d(1, 2, 1), BatchNorm2d(2))
+    assert all(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in (model[1], model[3]))
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
+    assert isinstance(converted[1], nn.SyncBatchNorm) and isinstance(converted[3], nn.SyncBatchNorm)
+    torch.func.replace_all_batch_norm_modules_(model)
+    assert model[1].running_mean is None and not model[1].track_running_stats
+
+
+def _func_case():
+    return (random_input((6, 3, 4), seed=120, requires_grad=False),
+            *(random_vector(3, seed=s, requires_grad=False) for s in (121, 122)))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_torch_func_grad_vmap_and_jvp_match_torch(training):
+    x, w, b = _func_case()
+    mean, var = running_stats(3, seed=123)
+
+    def ours(x, w, b):
+        return batch_norm(x, mean, var, w, b, training) if not training else \
+            batch_norm(x, None, None, w, b, True)
+
+    def theirs(x, w, b):
+        return F.batch_norm(x, mean, var, w, b, training) if not training else \
+            F.batch_norm(x, None, None, w, b, True)
+
+    def loss(f):
+        return lambda x, w, b: (f(x, w, b) ** 3).sum()
+
+    for got, want in zip(torch.func.grad(loss(ours), argnums=(0, 1, 2))(x, w, b),
+                         torch.func.grad(loss(theirs), argnums=(0, 1, 2))(x, w, b)):
+        torch.testing.assert_close(got, want, **TOL[torch.float64])
+    xs = torch.stack([x, 2 * x + 1])
+    torch.testing.assert_close(torch.func.vmap(ours, in_dims=(0, None, None))(xs, w, b),
+                               torch.func.vmap(theirs, in_dims=(0, None, None))(xs, w, b),
+                               **TOL[torch.float64])
+    per_sample = torch.func.vmap(torch.func.grad(loss(ours)), in_dims=(0, None, None))(xs, w, b)
+    per_sample_ref = torch.func.vmap(torch.func.grad(loss(theirs)), in_dims=(0, None, None))(
+        xs, w, b)
+    torch.testing.assert_close(per_sample, per_sample_ref, **TOL[torch.float64])
+    tangents = (torch.ones_like(x), torch.ones_like(w), torch.ones_like(b))
+    torch.testing.assert_close(torch.func.jvp(ours, (x, w, b), tangents)[1],
+                               torch.func.jvp(theirs, (x, w, b), tangents)[1],
+                               **TOL[torch.float64])
+
+
+def test_jvp_counts_tangents_of_fixed_running_statistics():
+    # torch refuses them ("not differentiable wrt running_mean"); the formula is simple, and
+    # here it is checked against finite differences.
+    x, w, b = _func_case()
+    mean, var = running_stats(3, seed=124)
+    t_mean, t_var = random_vector(3, seed=125, requires_grad=False), torch.rand(
+        3, dtype=torch.float64)
+    _, tangent = torch.func.jvp(lambda m, v: batch_norm(x, m, v, w, b), (mean, var),
+                                (t_mean, t_var))
+    h = 1e-6
+    numeric = (batch_norm(x, mean + h * t_mean, var + h * t_var, w, b)
+               - batch_norm(x, mean - h * t_mean, var - h * t_var, w, b)) / (2 * h)
+    torch.testing.assert_close(tangent, numeric, rtol=1e-7, atol=1e-8)
+
+
+def _train_twice(module, x):
+    ys = [module(x * (k + 1)) for k in range(2)]
+    return ys, module.state_dict()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(script|save)` is deprecated:DeprecationWarning")
+def test_jit_script_runs_and_matches_eager_but_cannot_be_saved():
+    x = random_input((6, 3), seed=126, requires_grad=False)
+    eager = nn.Sequential(nn.Linear(3, 3), BatchNorm1d(3)).double()
+    scripted = torch.jit.script(copy.deepcopy(eager))
+    (ys, state), (ys_ref, state_ref) = _train_twice(scripted, x), _train_twice(eager, x)
+    for y, y_ref in zip(ys, ys_ref):
+        torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(state, state_ref, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="Could not export Python function call"):
+        torch.jit.save(scripted, io.BytesIO())   # the input check and the Function are Python
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")   # torch's modules warn alike
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace(_method)?` is deprecated:DeprecationWarning")
+def test_jit_trace_matches_eager_outputs_and_gradients():
+    x = random_input((5, 4, 3, 2), seed=127)
+    ours, theirs = make_pair(BatchNorm2d, nn.BatchNorm2d)
+    traced = torch.jit.trace(ours, (x.detach(),))
+    y, grads = step(traced, x, x.detach())
+    y_ref, grads_ref = step(theirs, x, x.detach())
+    torch.testing.assert_close(y, y_ref, **TOL[torch.float64])
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, **TOL[torch.float64])
+
+
+# Dynamo itself instantiates every autograd.Function it traces, and torch warns about that.
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
+def test_torch_compile_captures_one_graph_and_matches_torch():
+    x = random_input((8, 3, 5), seed=128)
+    ours, theirs = make_pair(BatchNorm1d, nn.BatchNorm1d)
+    compiled = torch.compile(ours, backend="eager", fullgraph=True)   # no graph break
+    for k in range(2):
+        y, grads = step(compiled, x * (k + 1), x.detach())
+        y_ref, grads_ref = step(theirs, x * (k + 1), x.detach())
+        torch.testing.assert_close(y, y_ref, **TOL[torch.float64])
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, **TOL[torch.float64])
+    assert_same_state(ours, theirs, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mixed", [True, False], ids=["float32-module", "half-module"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_half_precision_is_computed_like_torch(dtype, mixed, training):
+    # torch on the CPU accumulates in float32 and rounds once; the output has the input's
+    # dtype, the parameters and buffers keep theirs.
+    x = (random_input((4, 4, 6, 6), seed=129, requires_grad=False) * 3 + 2).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    module_dtype = torch.float32 if mixed else dtype
+    ours, theirs = make_pair(BatchNorm2d, nn.BatchNorm2d, dtype=torch.float32)
+    ours, theirs = ours.to(module_dtype).train(training), theirs.to(module_dtype).train(training)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = ours(x), theirs(x_ref)
+    assert y.dtype == y_ref.dtype == dtype
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    ulp = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[dtype]
+    # at most one rounding step of the output apart
+    y32, y_ref32 = y.detach().float(), y_ref.detach().float()
+    assert float(((y32 - y_ref32).abs() / y_ref32.abs().clamp(min=1)).max()) <= 2 * ulp
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    y_ref.backward(dy)
+    assert x.grad.dtype == dtype and ours.weight.grad.dtype == module_dtype
+    scale = float(x_ref.grad.float().abs().max())
+    assert float((x.grad.float() - x_ref.grad.float()).abs().max()) <= 4 * ulp * scale
+    torch.testing.assert_close(ours.running_var.float(), theirs.running_var.float(),
+                               rtol=2 * ulp, atol=0)
+
+
+@pytest.mark.parametrize("x_dtype, module_dtype", [
+    (torch.float32, torch.float64), (torch.float64, torch.float32),
+    (torch.float32, torch.bfloat16)])
+def test_dtype_combinations_torch_rejects_raise_type_error(x_dtype, module_dtype):
+    x = torch.randn(4, 3, dtype=x_dtype)
+    with pytest.raises(RuntimeError, match="mixed dtype"):
+        nn.BatchNorm1d(3, dtype=module_dtype)(x)
+    with pytest.raises(TypeError, match=rf"BatchNorm1d: weight must be dtype .*{x_dtype}"):
+        BatchNorm1d(3, dtype=module_dtype)(x)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4), (5, 3, 0)])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_empty_batches_like_torch(shape, training):
+    ours, theirs = make_pair(BatchNorm1d, nn.BatchNorm1d)
+    ours.train(training), theirs.train(training)
+    x = torch.zeros(shape, dtype=torch.float64)
+    y, grads = step(ours, x, torch.ones(shape, dtype=torch.float64))
+    y_ref, grads_ref = step(theirs, x, torch.ones(shape, dtype=torch.float64))
+    assert y.shape == y_ref.shape == shape
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=0)   # zeros, with torch's shapes
+    assert_same_state(ours, theirs, {"rtol": 0, "atol": 0})
+    assert int(ours.num_batches_tracked) == int(training)
+
+
+def test_functional_empty_batch_leaves_buffers_alone():
+    mean, var = running_stats(3, seed=130)
+    before = (mean.clone(), var.clone())
+    y = batch_norm(torch.zeros(0, 3, dtype=torch.float64), mean, var, training=True)
+    assert y.shape == (0, 3)
+    assert torch.equal(mean, before[0]) and torch.equal(var, before[1])
+
+
+def test_module_double_backward_matches_torch():
+    # a gradient penalty through BN: d/dparams of |dL/dx|^2
+    x = random_input((6, 3, 2), seed=131)
+    ours, theirs = make_pair(BatchNorm1d, nn.BatchNorm1d)
+    results = []
+    for module in (ours, theirs):
+        xx = x.detach().requires_grad_(True)
+        (dx,) = torch.autograd.grad((module(xx) ** 3).sum(), xx, create_graph=True)
+        results.append(torch.autograd.grad(dx.pow(2).sum(), [xx, *module.parameters()]))
+    for g, g_ref in zip(*results):
+        torch.testing.assert_close(g, g_ref, **TOL[torch.float64])

@@ -152,6 +152,15 @@ _WHITEN_MISTAKES = [
 
 # --------------------------------------------------------------------------- gradient descent
 
+def _design(seed, n=60, p=2, offset=5.0, spread=2.0):
+    """A design matrix ``[1, features]`` with feature scales spread over ``spread`` decades."""
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** rng.uniform(0, spread, size=p)
+    loc = scale * rng.uniform(0.5, offset, size=p)
+    x = loc + scale * rng.standard_normal((n, p))
+    return np.concatenate([np.ones((n, 1)), x], axis=1)
+
+
 def _gd_case(seed, n=50, p=2, n_steps=30, lr_factor=1.0, offset=2.0, spread=1.0):
     """Least squares on a design with intercept; ``lr = lr_factor / L`` (L: top curvature)."""
     rng = np.random.default_rng(seed)

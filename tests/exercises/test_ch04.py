@@ -32,23 +32,6 @@ def bn_backward(dy, x, gamma, eps):
     return dx, dgamma, dbeta
 
 
-def bn_backward_graph_form(dy, x, gamma, eps):
-    """The node-by-node chain rule, as a learner would write it from the graph."""
-    ax, m = _axes(x), x.size // x.shape[1]
-    mean = x.mean(axis=ax, keepdims=True)
-    xc = x - mean
-    var = (xc**2).mean(axis=ax, keepdims=True)
-    std = np.sqrt(var + eps)
-    x_hat = xc / std
-    dbeta, dgamma = dy.sum(axis=ax), (dy * x_hat).sum(axis=ax)
-    dx_hat = dy * _view(gamma, x)
-    dstd = -(dx_hat * xc).sum(axis=ax, keepdims=True) / std**2
-    dvar = dstd / (2 * std)
-    dxc = dx_hat / std + 2 * xc * dvar / m
-    dx = dxc - dxc.sum(axis=ax, keepdims=True) / m
-    return dx, dgamma, dbeta
-
-
 def bn_backward_staged(dy, x, gamma, eps):
     """Every node's gradient, written from the graph."""
     ax, m = _axes(x), x.size // x.shape[1]
@@ -65,6 +48,12 @@ def bn_backward_staged(dy, x, gamma, eps):
     dx = dxc + dmean / m
     return {"dx_hat": dx_hat, "dxc": dxc, "dx": dx, "dstd": dstd.ravel(), "dvar": dvar.ravel(),
             "dmean": dmean.ravel(), "dgamma": (dy * x_hat).sum(axis=ax), "dbeta": dy.sum(axis=ax)}
+
+
+def bn_backward_graph_form(dy, x, gamma, eps):
+    """The node-by-node chain rule, as a learner would write it from the graph."""
+    grads = bn_backward_staged(dy, x, gamma, eps)
+    return grads["dx"], grads["dgamma"], grads["dbeta"]
 
 
 def numerical_gradient(f, x, dy, h):

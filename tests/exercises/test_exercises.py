@@ -5,6 +5,7 @@ The grader end to end (real submission notebooks) is tested in test_grade.py.
 
 import ast
 import contextlib
+import inspect
 import io
 import json
 import linecache
@@ -253,18 +254,7 @@ def test_a_driven_exercise_runs_the_same_driver_in_the_check_and_the_sandbox():
     ex = _driven()
     assert ex.entry == "__exercise_entry__" and _tiny().entry == "mean_var"
     assert _tiny().graded_source("x = 1\n") == "x = 1\n"
-    cell = """import numpy as np
-
-
-class Counter:
-    def __init__(self, width):
-        self.count, self.total = 0, np.zeros(width)
-
-    def step(self, x):
-        self.count += 1
-        self.total = self.total + x.sum(axis=0)
-        return self.total
-"""
+    cell = "import numpy as np\n\n\n" + inspect.getsource(_Counter).replace("_Counter", "Counter")
     namespace = {}
     exec(cell, namespace)
     assert quiet_check(ex, namespace["Counter"]).passed

@@ -10,7 +10,7 @@ NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/
 export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: env book test test-py test-nb test-book test-browser bench clean
+.PHONY: env book test test-py test-nb test-book test-browser bench solutions clean
 
 env: $(STAMP)
 
@@ -49,6 +49,11 @@ $(MATHJAX): tests/browser/package.json tests/browser/package-lock.json
 
 bench: $(STAMP)
 	$(BIN)/python -m bncourse.bench
+
+# Instructors only: the chapters with every exercise solved, graded to full points, in
+# _build/solutions/ (ignored by git; the tracked notebooks keep their stubs).
+solutions: $(STAMP)
+	$(BIN)/python tests/exercises/make_solutions.py _build/solutions
 
 clean:
 	rm -rf _build

@@ -278,7 +278,7 @@ def batchnorm_backward(dy, cache):
     return dx, dgamma, dbeta
 
 
-def batchnorm_backward_graph(dy, cache):
+def batchnorm_backward_graph(dy, cache, return_nodes=False):
     """Gradients of batch norm computed node by node along the forward graph.
 
     The forward pass as a graph, one node per line::
@@ -297,6 +297,11 @@ def batchnorm_backward_graph(dy, cache):
     chain rule to each. It returns the same values as
     :func:`batchnorm_backward` (up to rounding) and is slower: it keeps
     every intermediate array. Arguments, returns and raises as there.
+
+    With ``return_nodes=True`` it also returns a dict of the gradients at
+    the intermediate nodes: ``dx_hat`` and ``dxc`` (the shape of ``x``),
+    ``dstd``, ``dvar`` and ``dmean`` (per channel, shape ``(C,)``), each the
+    gradient of the loss through every path from that node (training mode only).
     """
     func = "batchnorm_backward_graph"
     dy = _check_backward_args(func, dy, cache)
@@ -312,6 +317,9 @@ def batchnorm_backward_graph(dy, cache):
     dx_hat = dgx * gamma                                        # 8  gx = gamma * x_hat
     dxc_direct = dx_hat * inv_std                               # 7  x_hat = xc * inv_std
     if not cache.batch_stats or m == 0:  # constant mean and var (or nothing to average):
+        if return_nodes and not cache.batch_stats:
+            raise ValueError(f"{func}: return_nodes needs a training-mode cache, got one "
+                             f"computed with running statistics")
         return dxc_direct, dgamma, dbeta     # nodes 1-6 pass no gradient
     dinv_std = np.sum(dx_hat * xc, axis=axes, keepdims=True)    # 7  x_hat = xc * inv_std
     dstd = -dinv_std / std**2                                   # 6  inv_std = 1 / std
@@ -323,6 +331,10 @@ def batchnorm_backward_graph(dy, cache):
     dmean = -np.sum(dxc, axis=axes, keepdims=True)              # 2  xc = x - mean
     dx_via_mean = np.ones_like(xc) * dmean / m                  # 1  mean = sum(x) / m
     dx = dx_direct + dx_via_mean                                # 1,2  x feeds nodes 1 and 2
+    if return_nodes:
+        nodes = {"dx_hat": dx_hat, "dstd": dstd.reshape(-1), "dvar": dvar.reshape(-1),
+                 "dxc": dxc, "dmean": dmean.reshape(-1)}
+        return dx, dgamma, dbeta, nodes
     return dx, dgamma, dbeta
 
 

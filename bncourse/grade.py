@@ -136,7 +136,7 @@ def _grade_one(prep: _Prepared, sub: Submission, limits: Limits, sandbox: str,
     if len(sources[-1]) > MAX_CELL_CHARS:
         return _row(sub, ex, 0, f"the exercise cell is longer than {MAX_CELL_CHARS} "
                                 f"characters; it was not run.{note}")
-    outcome = run_cell(check_source(sources[-1]), ex.function, prep.cases,
+    outcome = run_cell(ex.graded_source(check_source(sources[-1])), ex.entry, prep.cases,
                        forbidden_modules=ex.forbidden_modules, pure=ex.pure, limits=limits,
                        sandbox=sandbox, allowed_modules=ex.allowed_modules)
     return _verdict(prep, sub, outcome, note, partial)

@@ -1,7 +1,11 @@
 """Graded exercises: instant checks for learners, hidden-case grading for instructors.
 
-An exercise asks the learner to write ONE function that must match a
-reference (torch, or an independent formula). It lives in three places:
+An exercise asks the learner to write ONE function (or one class) that must
+match a reference (torch, or an independent formula). A class, or a function
+the grader calls back with its own arguments, is run through the exercise's
+``driver`` (see ``core``): a self-contained function that makes the calls
+and returns plain outputs, shipped with the cell into the sandbox. An
+exercise lives in three places:
 
 1. **The chapter notebook** holds two cells after the "## Exercises" heading:
 

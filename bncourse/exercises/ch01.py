@@ -1,4 +1,5 @@
-"""Chapter 1 exercises: standardize with training statistics; conditioning of least squares.
+"""Chapter 1 exercises: standardize with training statistics; ZCA whitening, the full
+decorrelation that batch norm does without; gradient descent on least squares.
 
 Each exercise is declared in a few lines: how to build a case from its
 parameters, the expected answer (an independent oracle: scikit-learn, the
@@ -82,46 +83,83 @@ _STANDARDIZE_MISTAKES = [
 ]
 
 
-# --------------------------------------------------------------------------- conditioning
+# --------------------------------------------------------------------------- whitening
 
-def _design(seed, n=60, p=2, offset=5.0, spread=2.0, standardized=False):
+def _whiten_case(seed, n_train=60, n_test=10, d=3, eps=1e-5, corr=0.9, offset=3.0):
+    """Correlated features (pairwise correlation up to ``corr``) with different scales."""
+    rng = np.random.default_rng(seed)
+    mix = np.eye(d) + corr * rng.uniform(-1.0, 1.0, size=(d, d))
+    scale = 10.0 ** rng.uniform(-1, 1, size=d)
+    x = (rng.standard_normal((n_train + n_test, d)) @ mix) * scale \
+        + offset * rng.uniform(-1.0, 1.0, size=d)
+    return {"x_train": x[:n_train], "x_test": x[n_train:], "eps": eps}
+
+
+def _whiten_reference(x_train, x_test, eps):
+    """ZCA through bncourse's Standardizer for the mean, then the eigendecomposition."""
+    from bncourse.standardize import Standardizer
+
+    mean = Standardizer().fit(x_train).mean_
+    centred = x_train - mean
+    cov = centred.T @ centred / len(x_train)
+    values, vectors = np.linalg.eigh(cov)
+    w = (vectors / np.sqrt(values + eps)) @ vectors.T
+    return centred @ w, (x_test - mean) @ w
+
+
+def _whiten_scipy(x_train, x_test, eps):
+    """(cov + eps I)^(-1/2) as SciPy's matrix power, an independent route."""
+    from scipy.linalg import fractional_matrix_power
+
+    mean = x_train.mean(axis=0)
+    cov = np.cov(x_train, rowvar=False, bias=True).reshape(x_train.shape[1], -1)
+    w = np.real(fractional_matrix_power(cov + eps * np.eye(len(cov)), -0.5))
+    return (x_train - mean) @ w, (x_test - mean) @ w
+
+
+def _whiten_mistake(kind):
+    def mistake(x_train, x_test, eps):
+        fit = x_test if kind == "test-stats" else x_train
+        mean = fit.mean(axis=0)
+        centred = fit - mean if kind != "uncentred" else fit
+        cov = centred.T @ centred / (len(fit) - (kind == "unbiased"))
+        values, vectors = np.linalg.eigh(cov)
+        root = np.sqrt(values) + eps if kind == "eps-outside" else np.sqrt(values + eps)
+        w = vectors / root if kind == "pca" else (vectors / root) @ vectors.T
+        if kind == "test-stats":
+            train_mean = x_train.mean(axis=0)
+            tc = x_train - train_mean
+            tv, tu = np.linalg.eigh(tc.T @ tc / len(x_train))
+            return tc @ ((tu / np.sqrt(tv + eps)) @ tu.T), (x_test - mean) @ w
+        return (x_train - mean) @ w, (x_test - mean) @ w
+    return mistake
+
+
+_WHITEN_MISTAKES = [
+    Mistake("the test set is whitened with the TRAINING mean and covariance, like any "
+            "preprocessing fitted on training data.", _whiten_mistake("test-stats")),
+    Mistake("that is PCA whitening, which also rotates the features onto the eigenvectors; "
+            "ZCA rotates back, so each whitened feature stays closest to the original one "
+            "(the whitening matrix is symmetric).", _whiten_mistake("pca")),
+    Mistake("the covariance is the biased one (divide by n), like the variance batch norm "
+            "uses.", _whiten_mistake("unbiased")),
+    Mistake("subtract the mean before the covariance: x.T @ x / n is the second moment, not "
+            "the covariance.", _whiten_mistake("uncentred")),
+    Mistake("eps belongs inside the square root, added to each eigenvalue, as in batch "
+            "norm.", _whiten_mistake("eps-outside")),
+]
+
+
+# --------------------------------------------------------------------------- gradient descent
+
+def _design(seed, n=60, p=2, offset=5.0, spread=2.0):
     """A design matrix ``[1, features]`` with feature scales spread over ``spread`` decades."""
     rng = np.random.default_rng(seed)
     scale = 10.0 ** rng.uniform(0, spread, size=p)
     loc = scale * rng.uniform(0.5, offset, size=p)
     x = loc + scale * rng.standard_normal((n, p))
-    if standardized:
-        x = (x - x.mean(0)) / x.std(0)
     return np.concatenate([np.ones((n, 1)), x], axis=1)
 
-
-def _design_case(seed, **kwargs):
-    return {"x": _design(seed, **kwargs)}
-
-
-def _condition_reference(x):
-    from bncourse.experiments.conditioning import condition_number, least_squares_quadratic
-
-    return condition_number(least_squares_quadratic(x, np.zeros(x.shape[0])).hessian)
-
-
-def _condition_svd(x):
-    # The Hessian x^T x / n has eigenvalues s_i^2 / n for the singular values s_i of x.
-    s = np.linalg.svd(x, compute_uv=False)
-    return float((s[0] / s[-1]) ** 2)
-
-
-_CONDITION_MISTAKES = [
-    Mistake("that is the condition number of x itself. The Hessian x.T @ x / n squares the "
-            "singular values of x, so its condition number is the square.",
-            lambda x: float(np.linalg.cond(x))),
-    Mistake("the condition number is the LARGEST eigenvalue over the SMALLEST, so it is at "
-            "least 1.",
-            lambda x: 1.0 / _condition_svd(x)),
-]
-
-
-# --------------------------------------------------------------------------- gradient descent
 
 def _gd_case(seed, n=50, p=2, n_steps=30, lr_factor=1.0, offset=2.0, spread=1.0):
     """Least squares on a design with intercept; ``lr = lr_factor / L`` (L: top curvature)."""
@@ -214,29 +252,36 @@ def standardize_train_test(x_train, x_test):
 ''',
     ),
     Exercise(
-        id="ch01-condition-number",
+        id="ch01-zca-whitening",
         notebook=NOTEBOOK,
-        function="least_squares_condition_number",
-        points=1,
-        reference=_condition_reference,
-        expected=_condition_svd,
-        make_case=_design_case,
-        visible=[dict(seed=0, note="raw features"), dict(seed=1, standardized=True,
-                                                         note="standardized features")],
-        hidden=[dict(seed=201, n=12, p=1), dict(seed=202, n=80, p=4, spread=3.0),
-                dict(seed=203, n=30, p=3, standardized=True), dict(seed=204, p=2, offset=1.0)],
-        outputs=("kappa",),
-        rtol=1e-6,
-        mistakes=_CONDITION_MISTAKES,
+        function="zca_whiten",
+        points=2,
+        reference=_whiten_reference,
+        expected=_whiten_scipy,
+        make_case=_whiten_case,
+        visible=[dict(seed=0, note="3 correlated features"),
+                 dict(seed=1, d=2, n_train=40, n_test=5, corr=0.99,
+                      note="two nearly collinear features"),
+                 dict(seed=2, d=4, eps=1e-2, offset=50.0)],
+        hidden=[dict(seed=201, d=1, n_train=5, n_test=2, note="a single feature"),
+                dict(seed=202, d=6, n_train=100, n_test=30),
+                dict(seed=203, d=3, n_train=4, n_test=3, eps=0.1, note="4 samples"),
+                dict(seed=204, d=2, n_train=20, n_test=1, corr=0.5, eps=1.0)],
+        outputs=("z_train", "z_test"),
+        rtol=1e-8,
+        mistakes=_WHITEN_MISTAKES,
         stub='''import numpy as np
 
 
-def least_squares_condition_number(x):
-    """Condition number of the Hessian of f(w) = ||x w - y||^2 / (2 n).
+def zca_whiten(x_train, x_test, eps):
+    """ZCA-whiten both sets with the statistics of x_train.
 
-    x: (n, d) float64 design matrix (its first column is the intercept's 1s).
-    The Hessian is H = x.T @ x / n, the same for every w and every y.
-    Returns kappa = (largest eigenvalue of H) / (smallest eigenvalue of H), a float.
+    x_train: (n_train, d) and x_test: (n_test, d) float64 arrays; eps: a float > 0
+    added to the variances (the eigenvalues of the covariance) before any root.
+    Whitening maps the training features to features with zero mean and (up to
+    eps) identity covariance; ZCA is the whitening with a symmetric matrix, the one
+    that changes the features least. Use the biased covariance (divide by n_train).
+    Returns (z_train, z_test), same shapes as the inputs.
     """
     # Your code here: replace the line below.
     raise NotImplementedError

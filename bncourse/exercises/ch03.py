@@ -1,4 +1,5 @@
-"""Chapter 3 exercises: bias-corrected EWA, torch's running-statistics update, eval-mode BN.
+"""Chapter 3 exercises: bias-corrected EWA, torch's running-statistics update, eval-mode BN,
+and the whole stateful module.
 
 The expected answers come from independent oracles: an explicit weighted sum
 for the EWA, and PyTorch's ``torch.nn.functional.batch_norm`` in float64 for
@@ -7,7 +8,11 @@ the running update and the evaluation-mode forward. The references are
 decay convention typed into torch, the biased variance stored, ``m`` counted
 as N instead of every value of a channel, batch statistics in evaluation
 mode, eps outside the root) are implemented as mistakes so that the learner's
-check recognises them. Heavy imports happen inside the functions.
+check recognises them. The module exercise asks for a class: the driver
+``_run_module`` builds it and runs a script of calls (``forward`` in both
+modes, ``train``, ``eval``, new ``weight``/``bias``), recording the output and
+every buffer after each call; ``torch.nn.BatchNorm1d/2d/3d`` in float64 runs
+the same script as the oracle. Heavy imports happen inside the functions.
 """
 
 from __future__ import annotations
@@ -215,6 +220,173 @@ _EVAL_MISTAKES = [
 ]
 
 
+# --------------------------------------------------------------------------- the module
+
+def _module_case(seed, shapes=((8, 3), (8, 3), (5, 3)), modes="tte", momentum=0.1,
+                 eps=1e-5, affine_at=None, train_false=False):
+    """A script: one forward per shape, in the mode given by ``modes`` (t/e); switching
+    modes calls train() or eval() (train(False) with ``train_false``); new weight and
+    bias are set before forward number ``affine_at``."""
+    rng = np.random.default_rng(seed)
+    channels = shapes[0][1]
+    loc, scale = _channels(rng, channels)
+    steps, mode = [], "t"
+    for i, (shape, want) in enumerate(zip(shapes, modes)):
+        if i == affine_at:
+            gamma = rng.choice([-1.0, 1.0], size=channels) * rng.uniform(0.5, 2.0, channels)
+            steps.append(("affine", gamma, rng.normal(size=channels)))
+        if want != mode or (i == 0 and want == "t"):
+            steps.append(("train",) if want == "t" else
+                         ("train_false",) if train_false else ("eval",))
+            mode = want
+        # the data drift a little from batch to batch, as activations do in training
+        steps.append(("forward", _batch(rng, tuple(shape), loc + 0.3 * i, scale)))
+    return {"num_features": int(channels), "eps": eps, "momentum": momentum, "steps": steps}
+
+
+def _run_module(impl, num_features, eps, momentum, steps):
+    """Build ``impl(num_features, eps=eps, momentum=momentum)``, run the script, and record
+    the state after construction and after every call."""
+    import numpy as np
+
+    bn = impl(num_features, eps=eps, momentum=momentum)
+
+    def state(**extra):
+        record = {"running_mean": np.array(bn.running_mean),
+                  "running_var": np.array(bn.running_var),
+                  "num_batches_tracked": int(bn.num_batches_tracked),
+                  "training": bool(bn.training)}
+        record.update(extra)
+        return record
+
+    records = [state(weight=np.array(bn.weight), bias=np.array(bn.bias))]
+    for step in steps:
+        op = step[0]
+        if op == "affine":
+            bn.weight, bn.bias = np.array(step[1]), np.array(step[2])
+        elif op == "forward":
+            records.append(state(y=np.array(bn.forward(step[1]))))
+        else:
+            module = bn.train() if op == "train" else \
+                bn.train(False) if op == "train_false" else bn.eval()
+            records.append(state(returns_self=module is bn))
+    return records
+
+
+def _module_torch(num_features, eps, momentum, steps):
+    """The same script run on torch.nn.BatchNorm1d/2d/3d in float64."""
+    import torch
+
+    ndim = next(s[1].ndim for s in steps if s[0] == "forward")
+    cls = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,
+           5: torch.nn.BatchNorm3d}[ndim]
+    bn = cls(num_features, eps=eps, momentum=momentum, dtype=torch.float64)
+
+    def state(**extra):
+        record = {"running_mean": bn.running_mean.numpy().copy(),
+                  "running_var": bn.running_var.numpy().copy(),
+                  "num_batches_tracked": int(bn.num_batches_tracked),
+                  "training": bool(bn.training)}
+        record.update(extra)
+        return record
+
+    records = [state(weight=bn.weight.detach().numpy().copy(),
+                     bias=bn.bias.detach().numpy().copy())]
+    with torch.no_grad():
+        for step in steps:
+            op = step[0]
+            if op == "affine":
+                bn.weight.copy_(torch.from_numpy(step[1]))
+                bn.bias.copy_(torch.from_numpy(step[2]))
+            elif op == "forward":
+                records.append(state(y=bn(torch.from_numpy(step[1])).numpy()))
+            else:
+                module = bn.train() if op == "train" else \
+                    bn.train(False) if op == "train_false" else bn.eval()
+                records.append(state(returns_self=module is bn))
+    return records
+
+
+class _PlainModule:
+    """A NumPy batch-norm module with switches for the mistakes (not bncourse's code)."""
+
+    ddof_running = 1
+    eval_path = True
+    count_eval = False
+    update_in_eval = False
+    momentum_none = "cumulative"
+    reversed_momentum = False
+    return_self = True
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.eps, self.momentum = eps, momentum
+        self.weight, self.bias = np.ones(num_features), np.zeros(num_features)
+        self.running_mean, self.running_var = np.zeros(num_features), np.ones(num_features)
+        self.num_batches_tracked = 0
+        self.training = True
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self if self.return_self else None
+
+    def eval(self):
+        self.training = False
+        return self if self.return_self else None
+
+    def forward(self, x):
+        axes = (0, *range(2, x.ndim))
+        view = (1, -1) + (1,) * (x.ndim - 2)
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        if self.training or self.update_in_eval:
+            self.num_batches_tracked += 1
+            if self.momentum is not None:
+                momentum = self.momentum
+            elif self.momentum_none == "cumulative":
+                momentum = 1.0 / self.num_batches_tracked
+            else:
+                momentum = 0.1
+            if self.reversed_momentum:
+                momentum = 1.0 - momentum
+            m = x.size // x.shape[1]
+            unbiased = var * m / (m - self.ddof_running)
+            self.running_mean = (1 - momentum) * self.running_mean + momentum * mean
+            self.running_var = (1 - momentum) * self.running_var + momentum * unbiased
+        elif self.count_eval:
+            self.num_batches_tracked += 1
+        if not self.training and self.eval_path:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - mean.reshape(view)) / np.sqrt(var.reshape(view) + self.eps)
+        return self.weight.reshape(view) * x_hat + self.bias.reshape(view)
+
+
+def _module_reference(num_features, eps=1e-5, momentum=0.1):
+    from bncourse.batchnorm import BatchNorm
+
+    return BatchNorm(num_features, eps=eps, momentum=momentum)
+
+
+def _module_mistake(**switches):
+    return type("MistakenBatchNorm", (_PlainModule,), switches)
+
+
+_MODULE_MISTAKES = [
+    Mistake("in eval() mode normalize with running_mean and running_var, not with the "
+            "statistics of the batch: evaluation must not depend on which other inputs are "
+            "in the batch.", _module_mistake(eval_path=False)),
+    Mistake(hints.BIASED_RUNNING_VARIANCE, _module_mistake(ddof_running=0)),
+    Mistake(hints.MOMENTUM_CONVENTION, _module_mistake(reversed_momentum=True)),
+    Mistake("momentum=None is not a default of 0.1: it asks for the cumulative average of "
+            "every batch seen so far, each batch weighted equally (torch counts the batches "
+            "in num_batches_tracked).", _module_mistake(momentum_none="fixed")),
+    Mistake("num_batches_tracked counts the training-mode forward calls only; an eval() "
+            "forward leaves every buffer alone.", _module_mistake(count_eval=True)),
+    Mistake("in eval() mode the running statistics are read, never updated.",
+            _module_mistake(update_in_eval=True, eval_path=True)),
+    Mistake("train() and eval() return the module itself, as torch's do "
+            "(so that bn.eval().forward(x) works).", _module_mistake(return_self=False)),
+]
+
+
 # --------------------------------------------------------------------------- the exercises
 
 EXERCISES = [
@@ -324,6 +496,65 @@ def bn_forward_eval(x, running_mean, running_var, gamma, beta, eps):
     """
     # Your code here: replace the line below.
     raise NotImplementedError
+''',
+    ),
+    Exercise(
+        id="ch03-batchnorm-module",
+        notebook=NOTEBOOK,
+        function="BatchNorm",
+        points=3,
+        reference=_module_reference,
+        expected=_module_torch,
+        make_case=_module_case,
+        driver=_run_module,
+        visible=[dict(seed=0, note="train, train, eval; momentum 0.1"),
+                 dict(seed=1, shapes=((6, 2, 3, 3),) * 4, modes="ttet", momentum=None,
+                      note="(N, C, H, W), momentum=None, back to train"),
+                 dict(seed=2, shapes=((4, 3, 5), (4, 3, 5), (2, 3, 5)), modes="tee",
+                      momentum=0.3, affine_at=1, note="(N, C, L), new weight and bias")],
+        hidden=[dict(seed=331, shapes=((2, 4), (2, 4), (1, 4)), note="two values per channel"),
+                dict(seed=332, shapes=((3, 2, 2, 3, 2),) * 3, modes="tet", momentum=None),
+                dict(seed=333, shapes=((5, 6),) * 6, modes="tttett", momentum=None,
+                     train_false=True, note="train(False)"),
+                dict(seed=334, shapes=((7, 3, 4),) * 3, momentum=1.0, eps=1e-3,
+                     affine_at=0),
+                dict(seed=335, shapes=((4, 2, 3, 3),) * 3, modes="ett",
+                     note="eval before any training")],
+        rtol=1e-10,
+        mistakes=_MODULE_MISTAKES,
+        stub='''import numpy as np
+
+
+class BatchNorm:
+    """Batch normalization as a module with state, for input (N, C) to (N, C, D, H, W).
+
+    It must behave like torch.nn.BatchNorm1d/2d/3d(num_features, eps, momentum)
+    in float64, over any sequence of calls:
+
+    - attributes: weight (ones) and bias (zeros), the learnable scale and shift;
+      the buffers running_mean (zeros), running_var (ones) and num_batches_tracked
+      (0); training (True). All arrays of shape (C,), float64. The grader may
+      assign new arrays to weight and bias between calls.
+    - train(mode=True) and eval() set the mode and return the module itself.
+    - forward(x): x of shape (N, C, ...) with channels on axis 1; returns y, the
+      shape of x. In training mode it normalizes with the statistics of the batch
+      and updates the buffers as torch does; in evaluation mode it uses the
+      buffers and changes nothing. momentum is the weight of the new batch in
+      the running averages, or None for torch's cumulative average.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        # Your code here: replace the line below.
+        raise NotImplementedError
+
+    def train(self, mode=True):
+        raise NotImplementedError
+
+    def eval(self):
+        raise NotImplementedError
+
+    def forward(self, x):
+        raise NotImplementedError
 ''',
     ),
 ]

@@ -1,8 +1,9 @@
-"""Chapter 5 exercises: percentile drift, Santurkar's ICS numbers, smoothness along the gradient.
+"""Chapter 5 exercises: percentile drift, the Jacobian of batch norm, smoothness along the
+gradient.
 
 The expected answers come from independent oracles (``torch.quantile``,
-torch's norms and cosine similarity, the closed form of a quadratic); the
-references are ``bncourse.experiments.drift``, ``bncourse.experiments.ics`` and
+``torch.autograd.functional.jacobian``, the closed form of a quadratic); the
+references are ``bncourse.experiments.drift``, ``bncourse.batchnorm`` and
 ``bncourse.experiments.landscape``. Heavy imports happen inside the functions.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bncourse.exercises import hints
 from bncourse.exercises.core import Exercise, Mistake
 
 NOTEBOOK = "book/05_covariate_shift.ipynb"
@@ -73,68 +75,76 @@ _TRACK_MISTAKES = [
 ]
 
 
-# --------------------------------------------------------------------------- ICS numbers
+# --------------------------------------------------------------------------- BN's Jacobian
 
-def _gradients(seed, shape=(4, 3), change=0.3, zero_after=False):
-    """A gradient and a perturbed copy (the gradient after the previous layers' update)."""
+def _jacobian_case(seed, shape=(6, 2), dtype="float64", eps=1e-5, min_scale=0.3):
+    """x with a different mean and spread per feature, gamma of both signs."""
     rng = np.random.default_rng(seed)
-    g = rng.normal(size=shape)
-    g_after = g + change * rng.normal(size=shape) * np.abs(g).mean()
-    if zero_after:
-        g_after = -g
-    return {"g": g, "g_after": g_after}
+    n, c = shape
+    scale = np.exp(rng.uniform(np.log(min_scale), np.log(5.0), size=c))
+    x = rng.uniform(-3.0, 3.0, size=c) + scale * rng.standard_normal(shape)
+    gamma = rng.choice([-1.0, 1.0], size=c) * rng.uniform(0.5, 2.0, size=c)
+    return {"x": x.astype(dtype), "gamma": gamma.astype(dtype), "eps": eps}
 
 
-def _ics_reference(g, g_after):
-    from bncourse.experiments.ics import gradient_change
+def _jacobian_reference(x, gamma, eps):
+    """Column j of each feature's Jacobian is bncourse's backward of the basis vector e_j."""
+    from bncourse.batchnorm import batchnorm_backward, batchnorm_forward
 
-    return gradient_change(g, g_after)
+    n, c = x.shape
+    _, cache = batchnorm_forward(x, gamma, np.zeros_like(gamma), eps)
+    jac = np.empty((c, n, n), dtype=x.dtype)
+    for i in range(n):
+        dy = np.zeros_like(x)
+        dy[i] = 1.0                                     # row i of every feature at once
+        jac[:, i, :] = batchnorm_backward(dy, cache)[0].T
+    return jac
 
 
-def _ics_torch(g, g_after):
+def _jacobian_torch(x, gamma, eps):
     import torch
-    import torch.nn.functional as F
 
-    a = torch.from_numpy(np.asarray(g, dtype=np.float64)).reshape(1, -1)
-    b = torch.from_numpy(np.asarray(g_after, dtype=np.float64)).reshape(1, -1)
-    l2 = torch.linalg.vector_norm(a - b)
-    return (float(l2), float(l2 / torch.linalg.vector_norm(a)),
-            float(F.cosine_similarity(a, b, eps=0.0)))
+    g = torch.from_numpy(gamma.astype(np.float64))
+
+    def bn(v):
+        return torch.nn.functional.batch_norm(v, None, None, g, None, training=True,
+                                              eps=float(eps))
+
+    full = torch.autograd.functional.jacobian(bn, torch.from_numpy(x.astype(np.float64)))
+    # full[i, c, j, d] = d y[i, c] / d x[j, d]; features do not mix, keep c == d
+    jac = torch.stack([full[:, c, :, c] for c in range(x.shape[1])])
+    return jac.numpy().astype(x.dtype)
 
 
-def _ics_with(l2=None, rel=None, cos=None):
-    def mistake(g, g_after):
-        d = float(np.sqrt(np.sum((g - g_after) ** 2)))
-        na, nb = float(np.sqrt(np.sum(g**2))), float(np.sqrt(np.sum(g_after**2)))
-        right_cos = float(np.sum(g * g_after) / (na * nb))
-        return (l2(g, g_after) if l2 else d,
-                rel(g, g_after) if rel else d / na,
-                cos(g, g_after) if cos else right_cos)
+def _jacobian_mistake(paths=("mean", "var"), ddof=0, eps_outside=False, with_gamma=True):
+    def mistake(x, gamma, eps):
+        n, c = x.shape
+        mean, var = x.mean(axis=0), x.var(axis=0, ddof=ddof)
+        std = np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps)
+        x_hat = (x - mean) / std
+        jac = np.empty((c, n, n))
+        for k in range(c):
+            inner = np.eye(n)
+            if "mean" in paths:
+                inner = inner - 1.0 / n
+            if "var" in paths:
+                inner = inner - np.outer(x_hat[:, k], x_hat[:, k]) / n
+            jac[k] = (gamma[k] if with_gamma else 1.0) / std[k] * inner
+        return jac.astype(x.dtype)
     return mistake
 
 
-def _norm(a):
-    return float(np.sqrt(np.sum(a**2)))
-
-
-_ICS_MISTAKES = [
-    Mistake("use the Frobenius norm (the l2 norm of all entries: np.linalg.norm(a) with no "
-            "ord, or np.sqrt(np.sum(a ** 2))); np.linalg.norm(a, 2) of a matrix is its largest "
-            "singular value.",
-            _ics_with(l2=lambda g, h: float(np.linalg.norm(g - h, 2)),
-                      rel=lambda g, h: float(np.linalg.norm(g - h, 2) / np.linalg.norm(g, 2)))),
-    Mistake("relative divides by the norm of the gradient BEFORE the update, ||g||.",
-            _ics_with(rel=lambda g, h: _norm(g - h) / _norm(h))),
-    Mistake("the l2 distance is the square root of the sum of squares, not the sum itself.",
-            _ics_with(l2=lambda g, h: float(np.sum((g - h) ** 2)),
-                      rel=lambda g, h: float(np.sum((g - h) ** 2)) / _norm(g))),
-    Mistake("the cosine divides the dot product by both norms: <g, g'> / (||g|| ||g'||).",
-            _ics_with(cos=lambda g, h: float(np.sum(g * h)))),
-    Mistake("the cosine is the similarity (1 = same direction), not the cosine distance "
-            "1 - cos.",
-            _ics_with(cos=lambda g, h: 1.0 - float(np.sum(g * h)) / (_norm(g) * _norm(h)))),
-    Mistake("relative is the norm of the DIFFERENCE over ||g||, not the ratio of the two norms.",
-            _ics_with(rel=lambda g, h: _norm(h) / _norm(g))),
+_JACOBIAN_MISTAKES = [
+    Mistake("every output of a feature depends on every input of it, through the batch mean "
+            "and variance: the Jacobian is not diagonal.", _jacobian_mistake(paths=())),
+    Mistake("the mean's path is there; the variance depends on each x_j too, which adds a "
+            "term built from x_hat.", _jacobian_mistake(paths=("mean",))),
+    Mistake("the variance's path is there; the mean depends on each x_j too, which adds a "
+            "constant term to every entry.", _jacobian_mistake(paths=("var",))),
+    Mistake(hints.UNBIASED_VARIANCE, _jacobian_mistake(ddof=1)),
+    Mistake(hints.EPS_OUTSIDE_ROOT, _jacobian_mistake(eps_outside=True)),
+    Mistake("y = gamma * x_hat + beta: the Jacobian carries the factor gamma.",
+            _jacobian_mistake(with_gamma=False)),
 ]
 
 
@@ -252,34 +262,35 @@ def track_percentiles(z, q):
 ''',
     ),
     Exercise(
-        id="ch05-ics-from-gradients",
+        id="ch05-bn-jacobian",
         notebook=NOTEBOOK,
-        function="ics_from_gradients",
-        points=1,
-        reference=_ics_reference,
-        expected=_ics_torch,
-        make_case=_gradients,
-        visible=[dict(seed=0), dict(seed=1, shape=(6, 5), change=2.0)],
-        hidden=[dict(seed=201, shape=(10,), note="a bias gradient"),
-                dict(seed=202, shape=(4, 3, 3, 3), note="a conv weight gradient"),
-                dict(seed=203, shape=(1, 1)), dict(seed=204, shape=(5, 8), change=1e-6),
-                dict(seed=205, shape=(3, 7), zero_after=True, note="reversed gradient")],
-        outputs=("l2", "relative", "cosine"),
-        rtol=1e-10,
-        atol=1e-12,
-        mistakes=_ICS_MISTAKES,
+        function="bn_jacobian",
+        points=2,
+        reference=_jacobian_reference,
+        expected=_jacobian_torch,
+        make_case=_jacobian_case,
+        visible=[dict(seed=0, note="6 samples, 2 features"),
+                 dict(seed=1, shape=(4, 3), dtype="float32", eps=1e-3),
+                 dict(seed=2, shape=(10, 1), eps=0.1, min_scale=0.05)],
+        hidden=[dict(seed=521, shape=(2, 2), note="two samples"),
+                dict(seed=522, shape=(16, 4)),
+                dict(seed=523, shape=(5, 6), dtype="float32"),
+                dict(seed=524, shape=(3, 1), eps=1.0)],
+        outputs=("jacobian",),
+        rtol={"float32": 1e-4, "float64": 1e-9},
+        mistakes=_JACOBIAN_MISTAKES,
         stub='''import numpy as np
 
 
-def ics_from_gradients(g, g_after):
-    """Santurkar et al.'s internal covariate shift of one layer, from two gradients.
+def bn_jacobian(x, gamma, eps):
+    """The Jacobian of training-mode batch norm, one matrix per feature.
 
-    g: the gradient of the layer's weights before the previous layers' update;
-    g_after: the gradient on the same batch after it (same shape, any rank).
-    Returns (l2, relative, cosine), three floats:
-      l2 = ||g - g_after|| (l2 norm over all entries),
-      relative = ||g - g_after|| / ||g||,
-      cosine = <g, g_after> / (||g|| * ||g_after||).
+    x: array (N, C), a batch of N samples with C features; gamma: (C,); eps: a
+    float > 0. Batch norm normalizes each feature c with the mean and the biased
+    variance of its N values: y[:, c] = gamma[c] * x_hat[:, c] + beta[c].
+    Features do not mix, so the derivatives are N x N blocks, one per feature.
+
+    Returns J of shape (C, N, N) in the dtype of x, J[c, i, j] = d y[i, c] / d x[j, c].
     """
     # Your code here: replace the line below.
     raise NotImplementedError

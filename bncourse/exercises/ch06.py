@@ -1,8 +1,8 @@
-"""Chapter 6 exercises: the largest learning rate that still trains; gradient norms of a BN network.
+"""Chapter 6 exercises: the weight gradient of a Linear layer before BN (the gradient that
+scale invariance makes orthogonal to the weights); gradient norms of a BN network.
 
-The expected answers come from an independent computation: a plain loop for
-the learning-rate search, PyTorch's autograd in float64 for the gradient
-norms. The references are ``bncourse.experiments.optim_experiments.largest_stable_lr`` and
+The expected answers come from PyTorch's autograd in float64. The references
+are ``bncourse.batchnorm`` and
 ``bncourse.experiments.grad_explosion.bn_relu_grad_norms``. Heavy imports happen inside
 the functions.
 """
@@ -17,106 +17,62 @@ from bncourse.exercises.core import Exercise, Mistake
 NOTEBOOK = "book/06_optimization.ipynb"
 
 
-# --------------------------------------------------------------------------- largest stable lr
+# --------------------------------------------------------------------------- weight gradient
 
-def _lr_case(seed, n_lr=6, n_seeds=3, order="ascending", target=0.9, exact=False, gap=False,
-             none_pass=False, n_test=450):
-    """Accuracy curves that rise with the learning rate, peak, then fall or diverge (NaN).
-
-    Accuracies are multiples of ``1 / n_test``, like a test-set accuracy. ``exact``
-    sets the target to the accuracy of seed 0's largest successful learning rate;
-    ``gap`` gives seed 0 a success, a failure, then a larger success; ``none_pass``
-    keeps the last seed below the target everywhere.
-    """
+def _weight_case(seed, n=16, d=5, c=3, dtype="float64", eps=1e-5, w_scale=1.0):
+    """A batch x, the weight W of the Linear layer before BN (rows of norm ~ w_scale), gamma,
+    and the gradient dy arriving at BN's output."""
     rng = np.random.default_rng(seed)
-    log_lr = np.linspace(-2.0, 1.0, n_lr)
-    lrs = np.round(10.0 ** log_lr, 4)
-    peak = rng.uniform(-1.2, 0.3, size=n_seeds)
-    width = rng.uniform(0.5, 1.1, size=n_seeds)
-    acc = 0.1 + 0.88 * np.exp(-((log_lr[:, None] - peak) / width) ** 2)
-    acc = np.clip(acc + rng.normal(0.0, 0.02, size=acc.shape), 0.0, 1.0)
-    acc = np.round(acc * n_test) / n_test
-    blow_up = peak + rng.uniform(0.6, 1.2, size=n_seeds)
-    acc[log_lr[:, None] > blow_up] = np.nan
-    if gap and n_lr >= 4:
-        acc[:, 0] = 0.2
-        acc[1, 0], acc[2, 0], acc[3, 0] = 0.95, 0.5, 0.92
-    if none_pass:
-        acc[:, -1] = np.minimum(acc[:, -1], target - 0.05)
-    if exact:
-        passing = np.flatnonzero(acc[:, 0] >= target)
-        if passing.size:
-            target = float(acc[passing[-1], 0])
-    if order == "descending":
-        lrs, acc = lrs[::-1], acc[::-1]
-    elif order == "shuffled":
-        perm = rng.permutation(n_lr)
-        lrs, acc = lrs[perm], acc[perm]
-    return {"lrs": np.ascontiguousarray(lrs), "accuracies": np.ascontiguousarray(acc),
-            "target": float(target)}
+    x = rng.uniform(-2.0, 2.0, size=d) + rng.standard_normal((n, d))
+    w = w_scale * rng.standard_normal((c, d)) / np.sqrt(d)
+    gamma = rng.choice([-1.0, 1.0], size=c) * rng.uniform(0.5, 2.0, size=c)
+    dy = rng.standard_normal((n, c))
+    return {"x": x.astype(dtype), "w": w.astype(dtype), "gamma": gamma.astype(dtype),
+            "dy": dy.astype(dtype), "eps": eps}
 
 
-def _lr_reference(lrs, accuracies, target):
-    from bncourse.experiments.optim_experiments import largest_stable_lr
+def _weight_reference(x, w, gamma, dy, eps):
+    from bncourse.batchnorm import batchnorm_backward, batchnorm_forward
 
-    return largest_stable_lr(lrs, accuracies, target)
-
-
-def _lr_loop(lrs, accuracies, target):
-    out = np.full(accuracies.shape[1], np.nan)
-    for s in range(accuracies.shape[1]):
-        for lr, acc in zip(lrs, accuracies[:, s]):
-            if acc >= target and not lr <= out[s]:      # NaN accuracy compares False
-                out[s] = lr
-    return out
+    _, cache = batchnorm_forward(x @ w.T, gamma, np.zeros_like(gamma), eps)
+    return (batchnorm_backward(dy, cache)[0].T @ x).astype(x.dtype)
 
 
-def _lr_strict(lrs, accuracies, target):
-    return _lr_reference(lrs, accuracies, np.nextafter(target, np.inf))
+def _weight_torch(x, w, gamma, dy, eps):
+    import torch
+
+    x_t, w_t, g_t, dy_t = (torch.from_numpy(a.astype(np.float64)) for a in (x, w, gamma, dy))
+    w_t.requires_grad_(True)
+    y = torch.nn.functional.batch_norm(x_t @ w_t.T, None, None, g_t, None, training=True,
+                                       eps=float(eps))
+    y.backward(dy_t)
+    return w_t.grad.numpy().astype(x.dtype)
 
 
-def _lr_best_accuracy(lrs, accuracies, target):
-    filled = np.where(np.isnan(accuracies), -1.0, accuracies)
-    best = lrs[np.argmax(filled, axis=0)]
-    return np.where(filled.max(axis=0) >= target, best, np.nan)
+def _weight_mistake(frozen_stats=False, ddof=0, transpose=False, with_gamma=True):
+    def mistake(x, w, gamma, dy, eps):
+        z = x @ w.T
+        m = len(z)
+        std = np.sqrt(z.var(axis=0, ddof=ddof) + eps)
+        x_hat = (z - z.mean(axis=0)) / std
+        g = gamma if with_gamma else 1.0
+        if frozen_stats:
+            dz = g / std * dy
+        else:
+            dz = g / std / m * (m * dy - dy.sum(axis=0) - x_hat * (dy * x_hat).sum(axis=0))
+        dw = x.T @ dz if transpose else dz.T @ x
+        return dw.astype(x.dtype)
+    return mistake
 
 
-def _lr_stop_at_first_failure(lrs, accuracies, target):
-    order = np.argsort(lrs)
-    out = np.full(accuracies.shape[1], np.nan)
-    for s in range(accuracies.shape[1]):
-        for a in order:
-            if not accuracies[a, s] >= target:
-                break
-            out[s] = lrs[a]
-    return out
-
-
-def _lr_last_in_list(lrs, accuracies, target):
-    out = np.full(accuracies.shape[1], np.nan)
-    for s in range(accuracies.shape[1]):
-        passing = np.flatnonzero(accuracies[:, s] >= target)
-        if passing.size:
-            out[s] = lrs[passing[-1]]
-    return out
-
-
-_LR_MISTAKES = [
-    Mistake("a run reaches the target when its accuracy is at least the target (>=), "
-            "an accuracy equal to the target counts.", _lr_strict),
-    Mistake("return the LARGEST learning rate that reaches the target, not the learning rate "
-            "with the best accuracy.", _lr_best_accuracy),
-    Mistake("a small learning rate can miss the target too (it is slow), so do not stop at the "
-            "first failure: keep every learning rate that reaches the target and take the "
-            "largest.", _lr_stop_at_first_failure),
-    Mistake("the learning rates may come in any order: take the largest value among the "
-            "successful ones, not the last one in the list.", _lr_last_in_list),
-    Mistake("when no learning rate reaches the target for a seed, return NaN for that seed "
-            "(np.nan), not 0.",
-            lambda lrs, acc, t: np.nan_to_num(_lr_reference(lrs, acc, t), nan=0.0)),
-    Mistake("return one value per seed (a 1-D array with one entry per column of "
-            "accuracies), not one value for all seeds.",
-            lambda lrs, acc, t: float(np.nanmin(_lr_reference(lrs, acc, t)))),
+_WEIGHT_MISTAKES = [
+    Mistake("the batch mean and variance of z = x @ W.T depend on W too: backpropagate "
+            "through batch norm's full backward, not through a fixed scale. (The true dW is "
+            "orthogonal to each row of W; yours is not.)", _weight_mistake(frozen_stats=True)),
+    Mistake(hints.UNBIASED_VARIANCE, _weight_mistake(ddof=1)),
+    Mistake("dW has the shape of W, (C, D): dz.T @ x, not x.T @ dz.",
+            _weight_mistake(transpose=True)),
+    Mistake("the gradient reaches z through the scale gamma.", _weight_mistake(with_gamma=False)),
 ]
 
 
@@ -207,38 +163,35 @@ _GRAD_MISTAKES = [
 
 EXERCISES = [
     Exercise(
-        id="ch06-largest-stable-lr",
+        id="ch06-linear-bn-weight-grad",
         notebook=NOTEBOOK,
-        function="largest_stable_lr",
-        points=1,
-        reference=_lr_reference,
-        expected=_lr_loop,
-        make_case=_lr_case,
-        visible=[dict(seed=0),
-                 dict(seed=1, order="descending", exact=True,
-                      note="decreasing learning rates; one accuracy equals the target"),
-                 dict(seed=2, order="shuffled", gap=True, none_pass=True, n_seeds=4,
-                      note="shuffled; a failure between two successes; a seed never succeeds")],
-        hidden=[dict(seed=101, n_lr=1, n_seeds=1), dict(seed=102, n_lr=9, n_seeds=5),
-                dict(seed=103, order="descending", exact=True, gap=True, target=0.8),
-                dict(seed=104, order="shuffled", none_pass=True, n_seeds=2, target=0.95),
-                dict(seed=105, n_lr=4, n_seeds=6, exact=True, gap=True),
-                dict(seed=106, n_lr=7, order="shuffled", exact=True, n_seeds=2)],
-        outputs=("largest_lr",),
-        rtol=1e-12,
-        mistakes=_LR_MISTAKES,
+        function="linear_bn_weight_grad",
+        points=2,
+        reference=_weight_reference,
+        expected=_weight_torch,
+        make_case=_weight_case,
+        visible=[dict(seed=0, note="16 samples, 5 inputs, 3 units"),
+                 dict(seed=1, n=8, d=4, c=4, dtype="float32"),
+                 dict(seed=2, w_scale=10.0, note="the same W scaled by 10")],
+        hidden=[dict(seed=621, n=2, d=1, c=1, note="two samples"),
+                dict(seed=622, n=32, d=7, c=5, w_scale=0.1),
+                dict(seed=623, n=12, d=3, c=6, dtype="float32", eps=1e-3),
+                dict(seed=624, n=5, d=9, c=2, eps=0.5)],
+        outputs=("dW",),
+        rtol={"float32": 1e-4, "float64": 1e-9},
+        mistakes=_WEIGHT_MISTAKES,
         stub='''import numpy as np
 
 
-def largest_stable_lr(lrs, accuracies, target):
-    """For every seed, the largest learning rate whose run reached the target accuracy.
+def linear_bn_weight_grad(x, w, gamma, dy, eps):
+    """The gradient with respect to W of a Linear layer (no bias) followed by batch norm.
 
-    lrs: (A,) positive learning rates, in any order.
-    accuracies: (A, S) final accuracy of each learning rate (rows) and seed (columns);
-        NaN where the run diverged (a diverged run does not reach the target).
-    target: a float; a run reaches it when its accuracy is >= target.
-    Returns a float64 array of shape (S,): per seed the largest such learning rate,
-    NaN when no learning rate reached the target.
+    z = x @ w.T, y = gamma * (z - mean) / sqrt(var + eps) + beta, training mode
+    (mean and biased var of each unit over the batch). x: (N, D) inputs; w: (C, D)
+    weight; gamma: (C,); dy: (N, C), the gradient of the loss with respect to y;
+    eps: a float > 0.
+
+    Returns dW, shape (C, D) in the dtype of x.
     """
     # Your code here: replace the line below.
     raise NotImplementedError

@@ -1,10 +1,11 @@
-"""Chapter 8 exercises: an MLP's layer list, the variance shift, the shift through a Linear layer.
+"""Chapter 8 exercises: recalibrating BN's statistics without dropout, the variance shift,
+the shift through a Linear layer.
 
-The expected answers come from independent sources: the layers of a model
-actually built by ``bncourse.lab.models.make_mlp``; the exact variance of the
+The expected answers come from independent sources: pooled NumPy statistics
+and torch's BatchNorm with ``momentum=None``; the exact variance of the
 dropout mixture computed with ``torch.cov``; the exact moments over all
 ``2^h`` dropout masks, enumerated in torch. The references are
-``bncourse.experiments.placement`` and ``bncourse.experiments.variance_shift``. Heavy imports happen
+``bncourse.precise_bn`` and ``bncourse.experiments.variance_shift``. Heavy imports happen
 inside the functions.
 """
 
@@ -17,71 +18,85 @@ from bncourse.exercises.core import Exercise, Mistake
 NOTEBOOK = "book/08_placement.ipynb"
 
 
-# --------------------------------------------------------------------------- layer list
+# --------------------------------------------------------------------------- recalibration
 
-def _spec_case(seed, depth=2, activation="relu", bn="before", dropout=0.0):
-    """Sizes drawn from the seed; the architecture from the parameters."""
+def _recal_case(seed, sizes=(20, 20, 20), c=3, method="exact", dtype="float64", shape=()):
+    """K calibration batches of pre-BN activations (dropout off), each (B_k, C, *shape)."""
     rng = np.random.default_rng(seed)
-    return {"in_features": int(rng.integers(2, 80)),
-            "hidden": tuple(int(h) for h in rng.integers(1, 130, size=depth)),
-            "out_features": int(rng.integers(2, 12)),
-            "activation": activation, "bn": bn, "dropout": float(dropout)}
+    loc = rng.uniform(-3.0, 3.0, size=c)
+    scale = np.exp(rng.uniform(np.log(0.2), np.log(5.0), size=c))
+    view = (1, c) + (1,) * len(shape)
+    batches = [(loc.reshape(view) + scale.reshape(view)
+                * rng.standard_normal((b, c) + tuple(shape))).astype(dtype) for b in sizes]
+    return {"batches": batches, "method": method}
 
 
-def _spec_reference(in_features, hidden, out_features, activation, bn, dropout):
-    from bncourse.experiments.placement import layer_spec
+def _recal_reference(batches, method):
+    import torch
 
-    return layer_spec(in_features, hidden, out_features, activation, bn, dropout)
+    from bncourse.precise_bn import recompute_bn_stats
 
-
-def _spec_from_torch(in_features, hidden, out_features, activation, bn, dropout):
-    # The oracle: build the model with torch modules and read its layers back.
-    from bncourse.lab.models import make_mlp
-    from bncourse.experiments.placement import model_spec
-
-    return model_spec(make_mlp(in_features, hidden=tuple(hidden), out_features=out_features,
-                               activation=activation, bn=bn, dropout=dropout))
+    ndim = batches[0].ndim
+    cls = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d}[ndim]
+    bn = cls(batches[0].shape[1], dtype=torch.float64)
+    recompute_bn_stats(bn, [torch.from_numpy(b.astype(np.float64)) for b in batches], method)
+    return tuple(t.numpy().astype(batches[0].dtype) for t in (bn.running_mean, bn.running_var))
 
 
-def _spec_with(bn_side=None, bn_on_output=False, dropout_first=False, keep_not_drop=False):
-    """A mistaken layer list: BN always on one side, BN on the logits, dropout too early,
-    or the keep probability where the drop probability belongs."""
-    def mistake(in_features, hidden, out_features, activation, bn, dropout):
-        side = bn if bn_side is None or bn == "none" else bn_side
-        layers, width = [], in_features
-        for h in hidden:
-            block = [("linear", width, h)]
-            if side == "before":
-                block.append(("bn", h))
-            block.append((activation,))
-            if side == "after":
-                block.append(("bn", h))
-            if dropout > 0:
-                drop = ("dropout", 1.0 - dropout if keep_not_drop else dropout)
-                if dropout_first:
-                    block.insert(1, drop)
-                else:
-                    block.append(drop)
-            layers += block
-            width = h
-        layers.append(("linear", width, out_features))
-        if bn_on_output and bn != "none":
-            layers.append(("bn", out_features))
-        return layers
+def _recal_torch(batches, method):
+    """"exact": pooled statistics of every value (NumPy, float64); "cumulative": torch's
+    BatchNorm with momentum=None fed the batches in training mode."""
+    import torch
+
+    dtype = batches[0].dtype
+    if method == "exact":
+        axes = (0, *range(2, batches[0].ndim))
+        values = np.concatenate([b.astype(np.float64) for b in batches])
+        return values.mean(axis=axes).astype(dtype), values.var(axis=axes, ddof=1).astype(dtype)
+    ndim = batches[0].ndim
+    cls = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d}[ndim]
+    bn = cls(batches[0].shape[1], momentum=None, dtype=torch.float64).train()
+    with torch.no_grad():
+        for b in batches:
+            bn(torch.from_numpy(b.astype(np.float64)))
+    return bn.running_mean.numpy().astype(dtype), bn.running_var.numpy().astype(dtype)
+
+
+def _recal_mistake(kind):
+    def mistake(batches, method):
+        axes = (0, *range(2, batches[0].ndim))
+        dtype = batches[0].dtype
+        means = np.array([b.mean(axis=axes) for b in batches])
+        ddof = 0 if kind == "biased" else 1
+        variances = np.array([b.var(axis=axes, ddof=ddof) for b in batches])
+        values = np.concatenate(batches)
+        if kind == "ema":
+            mean, var = np.zeros(means.shape[1]), np.ones(means.shape[1])
+            for mu, v in zip(means, variances):
+                mean, var = 0.9 * mean + 0.1 * mu, 0.9 * var + 0.1 * v
+        elif (method == "exact") != (kind == "swapped"):
+            mean, var = values.mean(axis=axes), values.var(axis=axes, ddof=ddof)
+            if kind == "unweighted":
+                mean = means.mean(axis=0)
+        else:
+            mean, var = means.mean(axis=0), variances.mean(axis=0)
+        return mean.astype(dtype), var.astype(dtype)
     return mistake
 
 
-_SPEC_MISTAKES = [
-    Mistake('with bn="after" the BN layer comes AFTER the activation: linear, activation, bn.',
-            _spec_with(bn_side="before")),
-    Mistake("the output layer is a plain linear layer: no BN on the logits (and no activation).",
-            _spec_with(bn_on_output=True)),
-    Mistake("dropout closes each hidden block: it comes after the activation (and after the BN "
-            "when bn='after'), right before the next linear layer.",
-            _spec_with(dropout_first=True)),
-    Mistake("dropout is given as the DROP probability p of torch's nn.Dropout(p), the argument "
-            "itself, not the keep probability 1 - p.",
-            _spec_with(keep_not_drop=True)),
+_RECAL_MISTAKES = [
+    Mistake("BN's running_var holds an unbiased estimate (divide by the count minus 1), for "
+            "the pooled values and for each batch alike.", _recal_mistake("biased")),
+    Mistake("momentum=0.1 keeps an exponential average that still remembers the initial "
+            "zeros and ones after a few batches; recalibration wants every batch weighted "
+            "equally and nothing of the old statistics.", _recal_mistake("ema")),
+    Mistake('"exact" pools every value of every batch into one sample; "cumulative" averages '
+            "the per-batch statistics as torch's momentum=None does. The two differ: the "
+            "spread of the batch means is part of the pooled variance only.",
+            _recal_mistake("swapped")),
+    Mistake("pooled means weight each batch by its size: with batches of different sizes the "
+            "plain average of the batch means is not the mean of all values.",
+            _recal_mistake("unweighted")),
 ]
 
 
@@ -224,36 +239,39 @@ _LINEAR_MISTAKES = [
 
 EXERCISES = [
     Exercise(
-        id="ch08-layer-spec",
+        id="ch08-recalibrate-stats",
         notebook=NOTEBOOK,
-        function="mlp_layer_spec",
-        points=1,
-        reference=_spec_reference,
-        expected=_spec_from_torch,
-        make_case=_spec_case,
-        visible=[dict(seed=0, depth=2, activation="relu", bn="before"),
-                 dict(seed=1, depth=2, activation="sigmoid", bn="after", dropout=0.2),
-                 dict(seed=2, depth=1, activation="tanh", bn="before", dropout=0.3)],
-        hidden=[dict(seed=100, depth=0, activation="relu", bn="after"),
-                dict(seed=101, depth=3, activation="relu", bn="after", dropout=0.1),
-                dict(seed=102, depth=4, activation="tanh", bn="none", dropout=0.25),
-                dict(seed=103, depth=3, activation="sigmoid", bn="before", dropout=0.4),
-                dict(seed=104, depth=1, activation="identity", bn="after")],
-        outputs=("layers",),
-        rtol=1e-12,
-        mistakes=_SPEC_MISTAKES,
-        stub='''def mlp_layer_spec(in_features, hidden, out_features, activation, bn, dropout):
-    """The layers of an MLP, in order, as a list of tuples.
+        function="recalibrate_stats",
+        points=2,
+        reference=_recal_reference,
+        expected=_recal_torch,
+        make_case=_recal_case,
+        visible=[dict(seed=0, note="3 batches of 20, pooled"),
+                 dict(seed=1, sizes=(12, 12, 12, 12), method="cumulative"),
+                 dict(seed=2, sizes=(30, 5, 14), c=2, dtype="float32", shape=(3, 3),
+                      note="(B, C, H, W) batches of different sizes, pooled")],
+        hidden=[dict(seed=821, sizes=(2,), c=1, note="one batch of two"),
+                dict(seed=822, sizes=(9, 3, 40), c=4, method="cumulative", shape=(5,)),
+                dict(seed=823, sizes=(64,) * 6, c=5, dtype="float32"),
+                dict(seed=824, sizes=(7, 25), c=3, method="exact", shape=(2, 2))],
+        outputs=("running_mean", "running_var"),
+        rtol={"float32": 1e-5, "float64": 1e-10},
+        mistakes=_RECAL_MISTAKES,
+        stub='''import numpy as np
 
-    in_features, out_features: ints; hidden: a tuple of ints (the hidden widths, maybe
-    empty); activation: "relu", "sigmoid", "tanh" or "identity"; bn: "none", "before"
-    or "after" (BN before or after each activation); dropout: the drop probability p
-    of torch's nn.Dropout(p), 0.0 for none.
-    Each hidden block is a linear layer, BN and the activation in the order bn says,
-    then dropout if dropout > 0. The output layer is a plain linear layer.
-    Tuples: ("linear", fan_in, fan_out), ("bn", width), (activation,), ("dropout", p).
-    Example: mlp_layer_spec(64, (32,), 10, "relu", "after", 0.5) returns
-    [("linear", 64, 32), ("relu",), ("bn", 32), ("dropout", 0.5), ("linear", 32, 10)]
+
+def recalibrate_stats(batches, method):
+    """New running statistics for a BN layer, measured with dropout switched off.
+
+    batches: a list of K arrays, batch k of shape (B_k, C) or (B_k, C, *S): the BN
+    layer's inputs on K calibration batches, channels on axis 1 (every other axis
+    holds values of the channel). method: "exact" for the statistics of all the
+    values pooled together, or "cumulative" for what torch's BatchNorm with
+    momentum=None holds after these K training-mode batches, starting from reset
+    buffers.
+
+    Returns (running_mean, running_var), each (C,) in the dtype of the batches,
+    with running_var in torch's convention for that buffer.
     """
     # Your code here: replace the line below.
     raise NotImplementedError

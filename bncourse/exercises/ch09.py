@@ -1,12 +1,15 @@
-"""Chapter 9 exercises: fold an evaluation-mode BatchNorm into the Linear before it, or after it.
+"""Chapter 9 exercises: fold an evaluation-mode BatchNorm into the Linear before it, or after
+it, and into a Conv2d before it.
 
 Both answers are an affine map, so the expected answer is read off PyTorch
 itself, independently of any folding formula: in float64, the composed
 modules are evaluated at ``0`` (which gives the folded bias) and at each basis
 vector ``e_j`` (which gives column ``j`` of the folded weight plus the bias).
-The references are ``bncourse.fold.fold_batchnorm`` and
-``bncourse.fold.fold_batchnorm_into_next``. Heavy imports happen inside the
-functions.
+The convolution's fold is checked against torch's own
+``torch.nn.utils.fusion.fuse_conv_bn_eval`` on a real ``nn.Conv2d`` (with
+groups, stride, padding, with or without bias). The references are
+``bncourse.fold.fold_batchnorm`` and ``bncourse.fold.fold_batchnorm_into_next``.
+Heavy imports happen inside the functions.
 """
 
 from __future__ import annotations
@@ -193,6 +196,104 @@ _NEXT_MISTAKES = [
 ]
 
 
+# --------------------------------------------------------------------------- conv
+
+def _conv_case(seed, in_channels=4, out_channels=6, kernel=3, groups=1, stride=1, padding=1,
+               bias=True, dtype="float64", eps=1e-5, spread=2.0):
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0.0, 0.5, size=(out_channels, in_channels // groups, kernel, kernel))
+    gamma, beta, running_mean, running_var = _bn_state(rng, out_channels, spread)
+    conv = {"weight": weight.astype(dtype),
+            "bias": rng.normal(size=out_channels).astype(dtype) if bias else None,
+            "stride": (stride, stride), "padding": (padding, padding), "groups": int(groups)}
+    bn = {"weight": gamma.astype(dtype), "bias": beta.astype(dtype),
+          "running_mean": running_mean.astype(dtype), "running_var": running_var.astype(dtype),
+          "eps": eps}
+    return {"conv": conv, "bn": bn}
+
+
+def _torch_conv_bn(conv, bn):
+    """float64 torch modules: the Conv2d described by ``conv`` and an eval-mode BatchNorm2d."""
+    import torch
+    from torch import nn
+
+    w = conv["weight"]
+    layer = nn.Conv2d(w.shape[1] * conv["groups"], w.shape[0], tuple(w.shape[2:]),
+                      stride=tuple(conv["stride"]), padding=tuple(conv["padding"]),
+                      groups=conv["groups"], bias=conv["bias"] is not None, dtype=torch.float64)
+    norm = nn.BatchNorm2d(w.shape[0], eps=bn["eps"], dtype=torch.float64).eval()
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w.astype(np.float64)))
+        if conv["bias"] is not None:
+            layer.bias.copy_(torch.from_numpy(conv["bias"].astype(np.float64)))
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(norm, name).copy_(torch.from_numpy(bn[name].astype(np.float64)))
+    return layer.eval(), norm
+
+
+def _conv_description(layer, dtype):
+    return {"weight": layer.weight.detach().numpy().astype(dtype),
+            "bias": layer.bias.detach().numpy().astype(dtype),
+            "stride": tuple(layer.stride), "padding": tuple(layer.padding),
+            "groups": int(layer.groups)}
+
+
+def _conv_torch(conv, bn):
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    return _conv_description(fuse_conv_bn_eval(*_torch_conv_bn(conv, bn)),
+                             conv["weight"].dtype)
+
+
+def _conv_reference(conv, bn):
+    from bncourse.fold import fold_batchnorm
+
+    return _conv_description(fold_batchnorm(*_torch_conv_bn(conv, bn)), conv["weight"].dtype)
+
+
+def _conv_mistake(kind):
+    def mistake(conv, bn):
+        w, dtype = conv["weight"], conv["weight"].dtype
+        b = conv["bias"] if conv["bias"] is not None else np.zeros(w.shape[0], dtype)
+        std = np.sqrt(bn["running_var"]) + bn["eps"] if kind == "eps" else \
+            np.sqrt(bn["running_var"] + bn["eps"])
+        scale = bn["weight"] / std
+        if kind == "input-axis":
+            weight = w * scale.reshape(1, -1, 1, 1)
+        else:
+            weight = w * scale.reshape(-1, 1, 1, 1)
+        if kind == "bias-unscaled":
+            bias = b - scale * bn["running_mean"] + bn["bias"]
+        elif kind == "no-bias-no-shift" and conv["bias"] is None:
+            bias = bn["bias"]
+        else:
+            bias = (b - bn["running_mean"]) * scale + bn["bias"]
+        out = {"weight": weight.astype(dtype), "bias": np.asarray(bias).astype(dtype),
+               "stride": tuple(conv["stride"]), "padding": tuple(conv["padding"]),
+               "groups": conv["groups"]}
+        if kind == "defaults":
+            out.update(stride=(1, 1), padding=(0, 0), groups=1)
+        return out
+    return mistake
+
+
+_CONV_MISTAKES = [
+    Mistake("BN scales each OUTPUT channel of the convolution: multiply weight[o] (axis 0, "
+            "all of its input channels and kernel positions) by the scale of channel o, "
+            "not axis 1, which indexes the input channels of a group.",
+            _conv_mistake("input-axis")),
+    Mistake(_EPS_OUTSIDE_ROOT, _conv_mistake("eps")),
+    Mistake("the convolution's own bias goes through BN like every other part of its "
+            "output: it is shifted by the running mean and scaled too.",
+            _conv_mistake("bias-unscaled")),
+    Mistake("a convolution without bias is one with bias 0: the folded convolution needs a "
+            "bias all the same, which still contains the running mean's shift.",
+            _conv_mistake("no-bias-no-shift")),
+    Mistake("folding changes the weight and the bias only: the folded convolution keeps the "
+            "stride, the padding and the groups of the original.", _conv_mistake("defaults")),
+]
+
+
 # --------------------------------------------------------------------------- the exercises
 
 _TOL = {"float32": 2e-5, "float64": 1e-10}
@@ -262,6 +363,48 @@ def fold_bn_into_next(gamma, beta, running_mean, running_var, eps, W, b):
     gamma, beta, running_mean, running_var: (C,), eps: a float > 0,
     W: (K, C) weight, b: (K,) bias. Return (W_folded, b_folded), shapes (K, C)
     and (K,), in the dtype of W, such that W_folded @ a + b_folded equals y.
+    """
+    # Your code here: replace the line below.
+    raise NotImplementedError
+''',
+    ),
+    Exercise(
+        id="ch09-fold-conv-bn",
+        notebook=NOTEBOOK,
+        function="fold_conv_bn",
+        points=2,
+        reference=_conv_reference,
+        expected=_conv_torch,
+        make_case=_conv_case,
+        visible=[dict(seed=0, note="3x3, padding 1, with bias"),
+                 dict(seed=1, in_channels=4, out_channels=4, groups=4, bias=False,
+                      note="depthwise (groups = channels), no bias"),
+                 dict(seed=2, in_channels=6, out_channels=4, groups=2, kernel=1, padding=0,
+                      stride=2, dtype="float32", bias=False)],
+        hidden=[dict(seed=921, in_channels=1, out_channels=1, kernel=5, padding=2),
+                dict(seed=922, in_channels=8, out_channels=8, groups=8, kernel=3, stride=2,
+                     bias=True, eps=1e-3),
+                dict(seed=923, in_channels=3, out_channels=12, groups=3, kernel=3, padding=0,
+                     bias=False, dtype="float32", spread=20.0),
+                dict(seed=924, in_channels=2, out_channels=5, kernel=2, padding=1, eps=0.5)],
+        rtol=_TOL,
+        mistakes=_CONV_MISTAKES,
+        stub='''import numpy as np
+
+
+def fold_conv_bn(conv, bn):
+    """Fold an evaluation-mode BatchNorm2d into the Conv2d before it.
+
+    conv: a dict describing a torch.nn.Conv2d: "weight", shape
+    (C_out, C_in // groups, kh, kw); "bias", shape (C_out,) or None (a conv built
+    with bias=False); "stride" and "padding", pairs of ints; "groups", an int.
+    bn: a dict describing a BatchNorm2d(C_out) in eval mode: "weight" (gamma),
+    "bias" (beta), "running_mean", "running_var", all (C_out,), and "eps".
+
+    Returns the folded Conv2d as a dict with the same keys, whose "bias" is always
+    an array (C_out,), arrays in the dtype of conv["weight"]: one convolution that
+    computes what the convolution followed by the BatchNorm computes, for every
+    input.
     """
     # Your code here: replace the line below.
     raise NotImplementedError

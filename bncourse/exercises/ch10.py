@@ -1,10 +1,13 @@
-"""Chapter 10 exercises: group normalization; combining per-shard sums as synchronized BN does.
+"""Chapter 10 exercises: group normalization; combining per-shard statistics stably.
 
 The group-norm answers come from ``torch.nn.functional.group_norm`` in
-float64; the combination of shard statistics is checked against exact
-rational arithmetic on the very sums the learner receives (Python's
-``fractions``), so the oracle has no rounding error of its own. The
-references are ``bncourse.groupnorm`` and ``bncourse.sync_bn``. Heavy imports
+float64; the combination of per-shard means and variances is checked
+against exact rational arithmetic on the very statistics the learner
+receives (Python's ``fractions``), so the oracle has no rounding error of its
+own, on cases whose mean is large against the spread: there the sum-of-squares
+formula cancels and fails, and only a stable combination (Chan, Golub and
+LeVeque's) passes. The references are ``bncourse.groupnorm`` and
+``bncourse.sync_bn.combine_moments``. Heavy imports
 happen inside the functions.
 """
 
@@ -101,71 +104,85 @@ _GN_MISTAKES = [
 
 # --------------------------------------------------------------------------- shard statistics
 
-def _shard_case(seed, counts=(12, 20), channels=3, dtype="float64", loc=2.0):
-    """Per-shard sums and sums of squares of Gaussian data with a different mean per shard."""
+def _shard_case(seed, counts=(12, 20), channels=3, dtype="float64", loc=2.0, offset=0.0):
+    """Each shard's count, mean and biased variance of Gaussian data; the shards' means
+    differ by up to ``loc`` and all sit near ``offset`` (a large offset against a spread
+    of about 1 is where E[x^2] - E[x]^2 cancels)."""
     rng = np.random.default_rng(seed)
-    sums, sumsqs = [], []
-    for k, n in enumerate(counts):
-        shift = rng.uniform(-loc, loc, size=channels)          # shards really differ
+    means, variances = [], []
+    for n in counts:
+        shift = offset + rng.uniform(-loc, loc, size=channels)          # shards really differ
         x = shift + rng.uniform(0.5, 2.0, size=channels) * rng.standard_normal((n, channels))
-        sums.append(x.sum(axis=0))
-        sumsqs.append((x * x).sum(axis=0))
-    return {"sums": np.stack(sums).astype(dtype), "sumsqs": np.stack(sumsqs).astype(dtype),
-            "counts": np.array(counts, dtype=np.int64)}
+        x = x.astype(dtype)
+        mean = x.mean(axis=0, dtype=np.float64)
+        means.append(mean)
+        variances.append(((x - mean) ** 2).mean(axis=0))
+    return {"counts": np.array(counts, dtype=np.int64),
+            "means": np.stack(means).astype(dtype), "variances": np.stack(variances).astype(dtype)}
 
 
-def _shard_reference(sums, sumsqs, counts):
-    from bncourse.sync_bn import combine_sums
+def _shard_reference(counts, means, variances):
+    import torch
 
-    return combine_sums(sums, sumsqs, counts)
+    from bncourse.sync_bn import combine_moments
+
+    n = torch.from_numpy(counts.astype(np.float64))
+    mu = torch.from_numpy(means.astype(np.float64))
+    m2 = torch.from_numpy(variances.astype(np.float64)) * n.reshape(-1, 1)
+    total, mean, var = combine_moments(n, mu, m2)
+    return tuple(a.astype(means.dtype) for a in
+                 (mean.numpy(), var.numpy(), var.numpy() * total / (total - 1)))
 
 
-def _shard_exact(sums, sumsqs, counts):
-    """The same formula in exact rational arithmetic on the given (rounded) sums."""
+def _shard_exact(counts, means, variances):
+    """The statistics of the union in exact rational arithmetic on the given shard statistics."""
     m = sum(int(n) for n in counts)
-    mean, var, var_unbiased = [], [], []
-    for c in range(sums.shape[1]):
-        s1 = sum(Fraction(float(v)) for v in sums[:, c])
-        s2 = sum(Fraction(float(v)) for v in sumsqs[:, c])
-        mu = s1 / m
-        v = s2 / m - mu * mu
-        mean.append(float(mu))
-        var.append(float(v))
-        var_unbiased.append(float(v * m / (m - 1)))
-    return tuple(np.array(a).astype(sums.dtype) for a in (mean, var, var_unbiased))
+    out = [], [], []
+    for c in range(means.shape[1]):
+        mu_k = [Fraction(float(v)) for v in means[:, c]]
+        mu = sum(int(n) * v for n, v in zip(counts, mu_k)) / m
+        m2 = sum(int(n) * (Fraction(float(v)) + (u - mu) ** 2)
+                 for n, v, u in zip(counts, variances[:, c], mu_k))
+        for values, value in zip(out, (mu, m2 / m, m2 / (m - 1))):
+            values.append(float(value))
+    return tuple(np.array(a).astype(means.dtype) for a in out)
 
 
 def _shard_mistake(kind):
-    def mistake(sums, sumsqs, counts):
+    def mistake(counts, means, variances):
         n = counts.astype(np.float64)[:, None]
         m = float(counts.sum())
-        means = sums / n
+        mean = (n * means).sum(axis=0) / m
         if kind == "unweighted-mean":
             mean = means.mean(axis=0)
-            var = sumsqs.sum(axis=0) / m - mean ** 2
+            var = (n * (variances + (means - mean) ** 2)).sum(axis=0) / m
         elif kind == "average-variances":
-            mean = sums.sum(axis=0) / m
-            var = (sumsqs / n - means ** 2).mean(axis=0)
+            var = (n * variances).sum(axis=0) / m
+        elif kind == "sum-of-squares":
+            sumsq = (n * (variances + means ** 2)).sum(axis=0)
+            var = sumsq / m - mean ** 2
         else:
-            mean = sums.sum(axis=0) / m
-            var = sumsqs.sum(axis=0) / m - mean ** 2
+            var = (n * (variances + (means - mean) ** 2)).sum(axis=0) / m
         var_unbiased = var * m / (m - 1)
         if kind == "swapped":
             var, var_unbiased = var_unbiased, var
-        return tuple(np.asarray(a).astype(sums.dtype) for a in (mean, var, var_unbiased))
+        return tuple(np.asarray(a).astype(means.dtype) for a in (mean, var, var_unbiased))
     return mistake
 
 
 _SHARD_MISTAKES = [
-    Mistake("weight each shard by its count: the global mean is (sum of all sums) / (total "
-            "count), not the plain average of the shard means (they differ when the shards "
-            "have different sizes).", _shard_mistake("unweighted-mean")),
-    Mistake("the variance of the whole batch is not the average of the shard variances: it "
-            "also contains the spread of the shard means around the global mean. Use the "
-            "total sum of squares: var = sum(sumsqs) / m - mean ** 2.",
-            _shard_mistake("average-variances")),
+    Mistake("weight each shard by its count: the global mean is not the plain average of "
+            "the shard means (they differ when the shards have different sizes).",
+            _shard_mistake("unweighted-mean")),
+    Mistake("the variance of the whole batch is not the (weighted) average of the shard "
+            "variances: it also contains the spread of the shard means around the global "
+            "mean.", _shard_mistake("average-variances")),
+    Mistake("going back to sums of squares, E[x^2] - E[x]^2, subtracts two nearly equal "
+            "large numbers when the mean is large against the spread: the difference loses "
+            "most of its digits (catastrophic cancellation). Combine deviations from the "
+            "mean instead, which stay small.", _shard_mistake("sum-of-squares")),
     Mistake("var is the biased variance (divide by m, what BN normalizes with); var_unbiased "
-            "= var * m / (m - 1) is the one torch stores in running_var.",
+            "divides by m - 1 (what torch stores in running_var).",
             _shard_mistake("swapped")),
 ]
 
@@ -220,26 +237,32 @@ def group_norm(x, num_groups, gamma, beta, eps):
         make_case=_shard_case,
         visible=[dict(seed=0, note="2 shards of different sizes"),
                  dict(seed=1, counts=(8, 8, 8, 8), channels=2, dtype="float32"),
-                 dict(seed=2, counts=(3, 40, 9), channels=4)],
+                 dict(seed=2, counts=(3, 40, 9), channels=4, offset=1e6,
+                      note="mean about 1e6, spread about 1")],
         hidden=[dict(seed=401, counts=(1, 1), channels=1, note="two values in all"),
                 dict(seed=402, counts=(100,), channels=5, note="a single shard"),
                 dict(seed=403, counts=(2, 7, 1, 30, 5), channels=3, dtype="float32"),
-                dict(seed=404, counts=(64, 64), channels=8, loc=4.0)],
+                dict(seed=404, counts=(64, 64), channels=8, loc=4.0, offset=1e8,
+                     note="mean about 1e8"),
+                dict(seed=405, counts=(5, 11, 2), channels=2, loc=0.5, offset=-3e7)],
         outputs=("mean", "var", "var_unbiased"),
         rtol={"float32": 1e-4, "float64": 1e-9},
         mistakes=_SHARD_MISTAKES,
         stub='''import numpy as np
 
 
-def combine_shard_stats(sums, sumsqs, counts):
-    """The mean and variances of a whole batch from per-shard sums, as an all-reduce allows.
+def combine_shard_stats(counts, means, variances):
+    """The mean and variances of a whole batch from statistics computed per shard.
 
-    sums, sumsqs: arrays of shape (K, C): sums[k, c] is the sum of the values of
-    channel c on shard k, sumsqs[k, c] the sum of their squares.
-    counts: integer array of shape (K,), the number of values per channel on each shard.
-    Returns (mean, var, var_unbiased), each of shape (C,) in the dtype of sums:
-    the mean, the biased variance (divide by the total count m) and the unbiased
-    variance (divide by m - 1) of all the values of each channel.
+    counts: integer array (K,), the number of values per channel on each of K
+    shards. means, variances: arrays (K, C): the mean and the biased variance
+    (divided by its own count) of the values of channel c on shard k.
+
+    Returns (mean, var, var_unbiased), each of shape (C,) in the dtype of means:
+    the mean, the biased variance (divided by the total count m) and the unbiased
+    variance (divided by m - 1) of all the values of each channel, as if the
+    shards had been one batch. Means may be large against the spread (1e8 against
+    1): the answer must keep its accuracy there.
     """
     # Your code here: replace the line below.
     raise NotImplementedError

@@ -9,6 +9,16 @@ A :class:`Case` is one call: its parameters (e.g. ``seed``, ``n``, ``dtype``)
 and the named arguments built from them. Cases are always built, and answers
 always computed, in the process that checks or grades; never in the
 learner's sandboxed process.
+
+Most exercises ask for a function, called once per case. An exercise may
+instead ask for a class (a stateful module, a model) or for a function that
+receives a callable: then a *driver* runs the case, ``driver(impl, *args)``,
+building objects from the learner's ``impl`` and calling their methods in
+sequence, and returns plain outputs (arrays, numbers and containers of them).
+The driver is a self-contained function (NumPy and the standard library,
+imported inside it): its source travels with the learner's cell into the
+sandbox (:meth:`Exercise.graded_source`), and the learner's check, the tests
+and the grader all run that same source, so what is checked is what is graded.
 """
 
 from __future__ import annotations
@@ -16,16 +26,21 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Exercise", "Mistake", "Case", "FORBIDDEN_MODULES", "describe_value"]
+__all__ = ["Exercise", "Mistake", "Case", "FORBIDDEN_MODULES", "ENTRY", "describe_value",
+           "load_driver"]
 
 #: Modules a graded exercise cell may not import: the reference implementations
 #: live in ``bncourse``; torch, scikit-learn and SciPy solve most exercises in one call.
 FORBIDDEN_MODULES = ("bncourse", "torch", "sklearn", "scipy")
+
+#: Name of the function appended to a driven exercise's cell; the sandbox calls it.
+ENTRY = "__exercise_entry__"
 
 _ID = re.compile(r"^ch\d\d-[a-z0-9]+(-[a-z0-9]+)*$")
 _NOTEBOOK = re.compile(r"^book/\d\d_[A-Za-z0-9_]+\.ipynb$")
@@ -57,10 +72,18 @@ class Case:
 
     params: dict
     args: dict
+    driver: Callable | None = None
 
     def call(self, func: Callable) -> Any:
-        """Call ``func`` on deep copies of the arguments (the case stays intact)."""
-        return func(*copy.deepcopy(list(self.args.values())))
+        """Run ``func`` on deep copies of the arguments (the case stays intact).
+
+        A plain exercise calls ``func(*args)``; a driven one ``driver(func, *args)``.
+        """
+        return self.run(func, copy.deepcopy(list(self.args.values())))
+
+    def run(self, func: Callable, args: list) -> Any:
+        """Run ``func`` on ``args`` themselves (no copy), through the driver if any."""
+        return func(*args) if self.driver is None else self.driver(func, *args)
 
     def describe(self) -> str:
         """A short description: each argument's dtype and shape, or its value."""
@@ -83,6 +106,22 @@ def describe_value(value) -> str:
         return f"{value:.4g}"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load_driver(driver: Callable) -> Callable:
+    """``driver`` compiled again from its own source, in a namespace of its own.
+
+    This is the code the sandbox runs; using it everywhere means a driver that
+    leans on its module's globals fails in the tests, not only at grading time.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(driver))
+    except (OSError, TypeError) as exc:
+        raise ValueError(f"Exercise: driver must be a module-level function whose source "
+                         f"is available, got {driver!r} ({exc})") from None
+    namespace: dict = {"__name__": "__exercise_driver__"}
+    exec(compile(source, f"<driver {driver.__name__}>", "exec"), namespace)  # noqa: S102
+    return namespace[driver.__name__]
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +175,12 @@ class Exercise:
         Source of the exercise cell handed to learners (see
         ``notebook.exercise_cells``); default: generated from ``reference``'s
         signature.
+    driver : callable, optional
+        ``driver(impl, *args) -> outputs`` for an exercise whose answer is a
+        class, or is used through calls the grader makes (see the module
+        docstring). ``reference``, the mistakes and the learner's ``function``
+        are then what ``driver`` receives as ``impl``; ``expected(*args)``
+        still computes the answer directly.
     """
 
     id: str
@@ -157,6 +202,7 @@ class Exercise:
     forbidden_modules: tuple = FORBIDDEN_MODULES
     allowed_modules: tuple = ("numpy",)
     stub: str | None = None
+    driver: Callable | None = None
 
     def __post_init__(self):
         def bad(arg, expected, got):
@@ -194,6 +240,12 @@ class Exercise:
                 or not isinstance(self.atol, (int, float)) or self.atol < 0:
             bad("rtol/atol", "non-negative numbers (rtol may be a dict by dtype name)",
                 (self.rtol, self.atol))
+        if self.driver is not None:
+            if not callable(self.driver):
+                bad("driver", "a function driver(impl, *args) or None", self.driver)
+            object.__setattr__(self, "_driver", load_driver(self.driver))
+        else:
+            object.__setattr__(self, "_driver", None)
 
     @property
     def chapter(self) -> str:
@@ -232,12 +284,36 @@ class Exercise:
             if not isinstance(args, dict):
                 raise TypeError(f"{self.id}: make_case must return a dict of named arguments, "
                                 f"got {type(args).__name__}")
-            cases.append(Case(params=params, args=args))
+            cases.append(Case(params=params, args=args, driver=self._driver))
         return cases
 
     def expected_output(self, case: Case):
-        """The right answer for ``case``, from ``expected`` (or ``reference``)."""
-        return case.call(self.expected or self.reference)
+        """The right answer for ``case``: ``expected(*args)``, or the reference run on it."""
+        if self.expected is not None:
+            return self.expected(*copy.deepcopy(list(case.args.values())))
+        return case.call(self.reference)
+
+    @property
+    def entry(self) -> str:
+        """The name the sandbox calls: ``function``, or :data:`ENTRY` for a driven exercise."""
+        return self.function if self.driver is None else ENTRY
+
+    def graded_source(self, source: str) -> str:
+        """The cell's source as the sandbox runs it: for a driven exercise, with the
+        driver and the entry point :data:`ENTRY` appended (the learner's names stay)."""
+        if self.driver is None:
+            return source
+        driver = textwrap.dedent(inspect.getsource(self.driver))
+        return (f"{source.rstrip()}\n\n\n"
+                f"# ---- added by the grader: runs {self.function} on each case\n"
+                f"__exercise_driver__ = {{'__name__': '__exercise_driver__'}}\n"
+                f"exec(compile({driver!r}, '<driver>', 'exec'), __exercise_driver__)\n\n\n"
+                f"def {ENTRY}(*args):\n"
+                f"    impl = globals().get({self.function!r})\n"
+                f"    if impl is None:\n"
+                f"        raise NameError('the exercise cell does not define "
+                f"{self.function}')\n"
+                f"    return __exercise_driver__[{self.driver.__name__!r}](impl, *args)\n")
 
     def default_stub(self) -> str:
         """The exercise cell's source: ``stub`` or one built from ``reference``'s signature."""

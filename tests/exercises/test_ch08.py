@@ -14,17 +14,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # Independent learner-style solutions (not bncourse's code).
-def mlp_layer_spec(in_features, hidden, out_features, activation, bn, dropout):
-    layers = []
-    sizes = [in_features, *hidden]
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        block = {"none": [(activation,)],
-                 "before": [("bn", fan_out), (activation,)],
-                 "after": [(activation,), ("bn", fan_out)]}[bn]
-        layers += [("linear", fan_in, fan_out), *block]
-        if dropout:
-            layers.append(("dropout", dropout))
-    return layers + [("linear", sizes[-1], out_features)]
+def recalibrate_stats(batches, method):
+    axes = (0,) + tuple(range(2, batches[0].ndim))
+    if method == "exact":
+        values = np.concatenate(batches)
+        return values.mean(axis=axes), values.var(axis=axes, ddof=1)
+    means = [b.mean(axis=axes) for b in batches]
+    variances = [b.var(axis=axes, ddof=1) for b in batches]
+    return np.mean(means, axis=0), np.mean(variances, axis=0)
 
 
 def dropout_bn_std_ratio(x, keep):
@@ -43,16 +40,16 @@ def linear_std_ratio(a, weight, keep):
     return np.sqrt(var_test / (var_test + extra))
 
 
-SOLUTIONS = {"ch08-layer-spec": mlp_layer_spec, "ch08-variance-shift": dropout_bn_std_ratio,
+SOLUTIONS = {"ch08-recalibrate-stats": recalibrate_stats, "ch08-variance-shift": dropout_bn_std_ratio,
              "ch08-shift-through-linear": linear_std_ratio}
 
 
-def test_layer_spec_cases_include_every_placement_and_no_hidden_layer():
-    ex = get_exercise("ch08-layer-spec")
+def test_recalibration_cases_cover_both_methods_ranks_and_unequal_batches():
+    ex = get_exercise("ch08-recalibrate-stats")
     cases = ex.cases("all")
-    assert {c.args["bn"] for c in cases} == {"none", "before", "after"}
-    assert any(c.args["hidden"] == () for c in ex.cases("hidden"))
-    assert any(c.args["dropout"] > 0 for c in ex.cases("visible"))
+    assert {c.args["method"] for c in cases} == {"exact", "cumulative"}
+    assert {c.args["batches"][0].ndim for c in cases} == {2, 3, 4}
+    assert any(len({len(b) for b in c.args["batches"]}) > 1 for c in ex.cases("visible"))
 
 
 def test_variance_shift_oracle_reduces_to_sqrt_keep_for_centred_data():

@@ -5,6 +5,7 @@ The grader end to end (real submission notebooks) is tested in test_grade.py.
 
 import ast
 import contextlib
+import inspect
 import io
 import json
 import linecache
@@ -125,13 +126,22 @@ def test_reference_passes_every_visible_and_hidden_case(exercise_id):
         assert verdict.passed, (case.describe(), verdict.problems)
 
 
+def _shapes(value):
+    """The shapes of every array in a nested argument (a script of calls, a dict of weights)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_shapes(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _shapes(v)) for k, v in value.items())
+    return np.shape(value)
+
+
 @pytest.mark.parametrize("exercise_id", IDS)
 def test_hidden_cases_differ_from_visible_ones(exercise_id):
     ex = get_exercise(exercise_id)
     visible = [json.dumps(p, sort_keys=True) for p in ex.visible]
     assert not any(json.dumps(p, sort_keys=True) in visible for p in ex.hidden)
-    shapes = {tuple(np.shape(v) for v in c.args.values()) for c in ex.cases("visible")}
-    hidden_shapes = {tuple(np.shape(v) for v in c.args.values()) for c in ex.cases("hidden")}
+    shapes = {_shapes(tuple(c.args.values())) for c in ex.cases("visible")}
+    hidden_shapes = {_shapes(tuple(c.args.values())) for c in ex.cases("hidden")}
     assert hidden_shapes - shapes, "hidden cases must include shapes the learner never sees"
 
 
@@ -178,7 +188,7 @@ def test_notebook_has_the_stub_cell_then_the_check_cell(exercise_id):
     stub, check_cell = nb.cells[where[0]], nb.cells[where[0] + 1]
     assert stub.cell_type == "code" and check_cell.cell_type == "code"
     tree = ast.parse(stub.source)
-    defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
     assert defined == [ex.function]
     assert "raise NotImplementedError" in stub.source
     assert stub.source.strip() == ex.default_stub().strip(), "the notebook's stub is the declared one"
@@ -198,13 +208,85 @@ def test_the_distributed_stub_reports_not_attempted_and_fails_grading(exercise_i
     result = quiet_check(ex.id, namespace[ex.function])
     assert result.status == "not attempted" and "not attempted" in result.report
     assert result.verdicts == []
-    outcome = run_cell(source, ex.function, ex.cases("all"), forbidden_modules=ex.forbidden_modules,
-                       limits=LIMITS)
+    outcome = run_cell(ex.graded_source(source), ex.entry, ex.cases("all"),
+                       forbidden_modules=ex.forbidden_modules, limits=LIMITS)
     assert outcome.status == "not_attempted"
 
 
+def _count_calls(impl, x, n):
+    """A driver: builds impl, calls it n times, returns the outputs and a call count."""
+    import numpy as np
+
+    obj = impl(x.shape[1])
+    return {"outs": [np.asarray(obj.step(x)) for _ in range(n)], "steps": int(obj.count)}
+
+
+class _Counter:
+    def __init__(self, width):
+        self.count, self.total = 0, np.zeros(width)
+
+    def step(self, x):
+        self.count += 1
+        self.total = self.total + x.sum(axis=0)
+        return self.total
+
+
+class _NoCount(_Counter):
+    def step(self, x):
+        self.total = self.total + x.sum(axis=0)
+        return self.total
+
+
+def _counter_case(seed, n=3, rows=4):
+    return {"x": np.random.default_rng(seed).normal(size=(rows, 2)), "n": n}
+
+
+def _driven(**changes):
+    fields = dict(id="ch99-counter", notebook="book/99_tiny.ipynb", function="Counter",
+                  points=1, reference=_Counter, make_case=_counter_case, driver=_count_calls,
+                  visible=[dict(seed=0)], hidden=[dict(seed=1, n=5, rows=2)],
+                  mistakes=[Mistake("count every call", _NoCount)])
+    fields.update(changes)
+    return Exercise(**fields)
+
+
+def test_a_driven_exercise_runs_the_same_driver_in_the_check_and_the_sandbox():
+    ex = _driven()
+    assert ex.entry == "__exercise_entry__" and _tiny().entry == "mean_var"
+    assert _tiny().graded_source("x = 1\n") == "x = 1\n"
+    cell = "import numpy as np\n\n\n" + inspect.getsource(_Counter).replace("_Counter", "Counter")
+    namespace = {}
+    exec(cell, namespace)
+    assert quiet_check(ex, namespace["Counter"]).passed
+    outcome = run_cell(ex.graded_source(cell), ex.entry, ex.cases("all"), limits=LIMITS)
+    assert outcome.status == "ok", outcome.message
+    for (kind, got, _), case in zip(outcome.cases, ex.cases("all")):
+        assert kind == "out"
+        assert judge_output(ex, case, got, ex.expected_output(case)).passed
+        assert got["steps"] == case.args["n"]
+    missing = run_cell(ex.graded_source("import numpy as np\n"), ex.entry, ex.cases("all"),
+                       limits=LIMITS)
+    assert missing.status == "ok"
+    assert missing.cases[0][:2] == ("error", "NameError: the exercise cell does not define Counter")
+    stub = "class Counter:\n    def __init__(self, width):\n        raise NotImplementedError\n"
+    assert run_cell(ex.graded_source(stub), ex.entry, ex.cases("all"),
+                    limits=LIMITS).status == "not_attempted"
+
+
+def _leans_on_globals(impl, x, n):
+    return _count_calls(impl, x, n)     # a module global: not there in the sandbox
+
+
+def test_a_driver_must_be_self_contained():
+    ex = _driven(driver=_leans_on_globals)
+    with pytest.raises(NameError, match="_count_calls"):
+        ex.cases("visible")[0].call(_Counter)
+    with pytest.raises(ValueError, match="Exercise: driver must be a function"):
+        _driven(driver=3)
+
+
 def test_exercise_cells_for_authors_match_the_conventions():
-    ex = get_exercise("ch01-condition-number")
+    ex = get_exercise("ch01-zca-whitening")
     stub, check_cell = exercise_cells(ex)
     assert stub.metadata["tags"] == [ex.tag]
     assert stub.source == ex.stub.rstrip("\n")

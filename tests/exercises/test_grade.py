@@ -27,7 +27,7 @@ from bncourse.grade import COLUMNS, find_notebooks, grade, main, write_gradebook
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "submissions"
 CHAPTER1 = ROOT / "book" / "01_normalizing_inputs.ipynb"
-STD, COND, GD = "ch01-standardize-train-test", "ch01-condition-number", "ch01-gradient-descent"
+STD, COND, GD = "ch01-standardize-train-test", "ch01-zca-whitening", "ch01-gradient-descent"
 POINTS = {ex.id: ex.points for ex in select_exercises("ch01-*")}
 LIMITS = Limits(timeout=4.0, memory_mb=1024)
 PACKAGE = ROOT / "bncourse"
@@ -83,7 +83,7 @@ def test_zero_credit_submission_gets_nothing_and_a_hint(graded):
         assert "failed" in row.feedback and "max relative error" in row.feedback
         assert "Hint:" in row.feedback
     assert "ddof=0" in table["zero_credit", STD].feedback
-    assert "condition number of x itself" in table["zero_credit", COND].feedback
+    assert "PCA whitening" in table["zero_credit", COND].feedback
     assert "without a factor 2" in table["zero_credit", GD].feedback
 
 

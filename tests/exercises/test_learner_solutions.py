@@ -10,6 +10,7 @@ learner's check. The chapter files keep only what is particular to them.
 
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
@@ -18,6 +19,7 @@ from bncourse.exercises.judge import judge_output
 from bncourse.exercises.registry import chapter_modules
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))          # make_solutions.py, next to this file
 
 
 def _load(path: pathlib.Path):
@@ -76,3 +78,23 @@ def test_stub_is_not_attempted_and_a_solution_passes_the_check(exercise_id, solu
     assert check(exercise_id, namespace[ex.function]).status == "not attempted"
     assert "not attempted" in capsys.readouterr().out
     assert check(exercise_id, solution).status == "passed"
+
+
+def _solution_cells():
+    from make_solutions import _module, solution_source
+
+    for path in sorted(HERE.glob("test_ch[0-9][0-9].py")):
+        module = _module(path)
+        for ex_id, fns in module.SOLUTIONS.items():
+            first = fns[0] if isinstance(fns, (list, tuple)) else fns
+            yield ex_id, solution_source(module, first)
+
+
+@pytest.mark.parametrize("exercise_id, source", list(_solution_cells()),
+                         ids=[i for i, _ in _solution_cells()])
+def test_the_solution_notebooks_cells_are_self_contained(exercise_id, source, capsys):
+    """What `make solutions` puts in each exercise cell runs on its own and passes."""
+    ex = get_exercise(exercise_id)
+    namespace = {"__name__": "solution_cell"}
+    exec(compile(source, f"<solution {exercise_id}>", "exec"), namespace)  # noqa: S102
+    assert check(exercise_id, namespace[ex.function]).status == "passed"

@@ -16,7 +16,7 @@ the chapters. The exit status is 1 if any notebook failed; its traceback is
 printed. Times are printed per notebook, slowest first; the chapters' budget
 (60 s each on a 2-core machine) is checked by ``make bench``.
 
-Usage: ``python tools/execute_notebooks.py [--jobs N] book/01_x.ipynb ...``
+Usage: ``python tools/execute_notebooks.py [--jobs N] [--cache DIR] book/01_x.ipynb ...``
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="notebooks executed at the same time (default: the number of CPUs)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="the jupyter-cache folder (default: the book's, from _config.yml)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from jupyter_cache.base import CacheBundleIn
 
     cache_path, timeout = book_settings()
+    cache_path = args.cache.resolve() if args.cache else cache_path
     cache = get_cache(str(cache_path))
     before = previous_seconds(cache)
     notebooks = sorted((p.resolve() for p in args.notebooks),

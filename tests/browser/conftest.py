@@ -23,10 +23,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
-from book_paths import BROWSER_TESTS, REPO_ROOT, html_dir_from_env
+
+# The helper modules beside this file (book_paths, book_pages, ...) are imported by name;
+# with --import-mode=importlib nothing else puts this folder on sys.path in every
+# process (pytest-xdist's workers included).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from book_paths import BROWSER_TESTS, REPO_ROOT, html_dir_from_env  # noqa: E402
 
 INSTALL_COMMAND = (
     "sudo apt-get install -y chromium chromium-driver npm && "

@@ -365,13 +365,13 @@ def check_page(
     if "fatal" in facts:
         return PageReport(page, [f"inspection failed: {facts['fatal']}"])
     problems: list[str] = []
-    severe = [
+    severe_log = [
         e["message"]
         for e in driver.get_log("browser")
         if e.get("level") == "SEVERE" and not _is_favicon_probe(e["message"], server)
     ]
     problems += [f"JavaScript: {m}" for m in facts["errors"]]
-    problems += [f"browser log: {m}" for m in severe]
+    problems += [f"browser log: {m}" for m in severe_log]
     if facts["math"] and facts["mathjax"] is None:
         problems.append(f"{len(facts['math'])} math elements but MathJax did not start")
     problems += [f"math not typeset: {m['source']!r}" for m in facts["math"] if not m["typeset"]]

@@ -9,7 +9,13 @@
   rendered ``mjx-container``), math that it typeset as an error (``merror``,
   or an undefined macro shown in red), and raw TeX left in the text
   (``\\(``, ``\\[``, ``$$``, ``\\begin{``, ``$...\\macro...$``);
-- images that did not load (``naturalWidth == 0`` after decoding);
+- images that did not load (``naturalWidth == 0`` after decoding), images
+  without alternative text, and figures whose alternative text is too short to
+  say what they show (``accessibility.alt_text_problems``);
+- violations of impact "serious" or "critical" found by axe-core
+  (``accessibility.audit``);
+- a footer that does not name the package version and the commit the book was
+  built from (``build``, when given);
 - internal links, images, scripts and stylesheets whose file is missing from
   the HTML folder, and ``#anchors`` that the target page does not define;
 - on a page built from a notebook (``.ipynb``) of the repository: Binder and
@@ -28,6 +34,7 @@ import urllib.parse
 from pathlib import Path
 
 import yaml
+from accessibility import alt_text_problems, audit, describe, severe
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -122,8 +129,16 @@ const timeoutMs = arguments[0];
   await Promise.race([Promise.allSettled(imgs.map((img) => img.decode())), sleep(timeoutMs)]);
   for (const img of imgs) {
     out.images.push({src: img.currentSrc || img.src, width: img.naturalWidth,
+                     alt: img.getAttribute('alt'),
                      inFigure: img.closest('figure, .cell_output') !== null});
   }
+  // The footer line that says what the page was built from (book/_ext/build_info.py).
+  const build = document.querySelector('.bncourse-build');
+  out.build = build === null ? null : {
+    version: build.dataset.version,
+    commit: (build.querySelector('.bncourse-commit') || {dataset: {}}).dataset.commit,
+    text: build.textContent.trim(),
+  };
   // Every address the page refers to.
   const refs = [['a', 'href'], ['img', 'src'], ['script', 'src'], ['link', 'href']];
   for (const [tag, attr] of refs) {
@@ -147,6 +162,15 @@ class PageReport:
     n_math: int = 0
     n_images: int = 0
     n_links: int = 0
+    violations: list[dict] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildInfo:
+    """What every page's footer must name: the package version and the full commit hash."""
+
+    version: str
+    commit: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,8 +338,25 @@ def _is_favicon_probe(message: str, server) -> bool:
     return message.startswith(server.url("favicon.ico") + " ")
 
 
+def _check_build(build: BuildInfo, found: dict | None) -> list[str]:
+    if found is None:
+        return ["no footer naming the package version and commit the page was built from"]
+    problems = []
+    if found["version"] != build.version:
+        problems.append(f"footer names bncourse {found['version']!r}, expected {build.version!r}")
+    if (found["commit"] or None) != build.commit:
+        problems.append(f"footer names commit {found['commit']!r}, expected {build.commit!r}")
+    return problems
+
+
 def check_page(
-    driver, server, html_dir: Path, page: str, repo_root: Path, launch: LaunchConfig
+    driver,
+    server,
+    html_dir: Path,
+    page: str,
+    repo_root: Path,
+    launch: LaunchConfig,
+    build: BuildInfo | None = None,
 ) -> PageReport:
     """Load ``page`` (relative to ``html_dir``) in ``driver`` and report every problem."""
     driver.get_log("browser")  # drop what earlier pages left
@@ -324,13 +365,13 @@ def check_page(
     if "fatal" in facts:
         return PageReport(page, [f"inspection failed: {facts['fatal']}"])
     problems: list[str] = []
-    severe = [
+    severe_log = [
         e["message"]
         for e in driver.get_log("browser")
         if e.get("level") == "SEVERE" and not _is_favicon_probe(e["message"], server)
     ]
     problems += [f"JavaScript: {m}" for m in facts["errors"]]
-    problems += [f"browser log: {m}" for m in severe]
+    problems += [f"browser log: {m}" for m in severe_log]
     if facts["math"] and facts["mathjax"] is None:
         problems.append(f"{len(facts['math'])} math elements but MathJax did not start")
     problems += [f"math not typeset: {m['source']!r}" for m in facts["math"] if not m["typeset"]]
@@ -338,6 +379,11 @@ def check_page(
     problems += [f"MathJax: {m}" for m in facts["mathErrors"]]
     problems += [f"raw TeX in the text: {t!r}" for t in facts["rawTex"]]
     problems += [f"image not loaded: {i['src']}" for i in facts["images"] if i["width"] == 0]
+    problems += alt_text_problems(facts["images"])
+    violations = audit(driver)
+    problems += [describe(v) for v in severe(violations)]
+    if build is not None:
+        problems += _check_build(build, facts["build"])
     origin = server.root.rstrip("/")
     problems += _check_links(html_dir, origin, facts["links"])
     problems += _check_buttons(page, repo_root, launch, facts["links"])
@@ -347,6 +393,7 @@ def check_page(
         n_math=len(facts["math"]),
         n_images=sum(i["inFigure"] for i in facts["images"]),
         n_links=len(facts["links"]),
+        violations=violations,
     )
 
 

@@ -2,8 +2,10 @@
 
 A copy of the built book gets extra pages, each the introduction with one
 fault added: math with a TeX error, math never closed, an undefined macro, TeX that was never
-typeset, a figure whose image is missing, a broken link, a missing anchor, and
-a script that throws. A last page adds correct math that uses every macro of
+typeset, a figure whose image is missing, an image without alternative text, a
+figure whose alternative text is only a title, a text field without a label (a
+critical violation for axe-core), a broken link, a missing anchor, a script
+that throws, and a footer that names another package version. A last page adds correct math that uses every macro of
 ``_config.yml`` and a figure whose image exists, and must pass. Finally one
 image file of a chapter is deleted, and that chapter's page must fail.
 """
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import shutil
 
+import dataclasses
+
 import pytest
 import yaml
-from book_pages import check_page
+from book_pages import BuildInfo, check_page
 from book_paths import REPO_ROOT
 from book_server import BookServer
 
@@ -37,8 +41,10 @@ GOOD = (
     )
     + '</p><div class="math notranslate nohighlight">\\[\\hat{x}_i = \\frac{x_i - \\mu_B}'
     "{\\sqrt{\\sigma_B^2 + \\epsilon}}\\]</div>"
-    '<figure><img alt="a figure" src="../_static/images/logo_colab.png"/></figure>'
+    '<figure><img alt="The Colab logo, two orange rings that interlock; nothing to read from '
+    'it but the name of the service it opens." src="../_static/images/logo_colab.png"/></figure>'
 )
+OTHER_VERSION = "0.0.0.dev-other"
 FAULTS = {
     "tex_error": (
         '<p><span class="math notranslate nohighlight">\\(\\frac{1}{m}\\sum_i x_i}\\)</span></p>',
@@ -60,6 +66,15 @@ FAULTS = {
         '<figure><img alt="gone" src="../_images/no-such-figure.png"/></figure>',
         "image not loaded",
     ),
+    "image_without_alt": (
+        '<figure><img src="../_static/images/logo_colab.png"/></figure>',
+        "image without alt text",
+    ),
+    "figure_alt_only_a_title": (
+        '<figure><img alt="Colab logo" src="../_static/images/logo_colab.png"/></figure>',
+        "figure alt text has 2 words",
+    ),
+    "field_without_label": ('<p><input type="text"/></p>', "accessibility (critical): label"),
     "broken_link": ('<p><a href="no-such-page.html">a page</a></p>', "broken a link"),
     "missing_anchor": (
         '<p><a href="intro.html#no-such-section">a section</a></p>',
@@ -84,30 +99,56 @@ def faulty_book(html_dir, tmp_path_factory):
 
     def add_page(name: str, snippet: str) -> str:
         page = f"{root.rsplit('/', 1)[0]}/{name}.html"
-        (copy / page).write_text(intro.replace(marker, marker + snippet, 1), encoding="utf-8")
+        # After the last title: the first one is in the theme's print-only copy, which is
+        # hidden on screen, and axe-core audits only what is shown.
+        head, tail = intro.rsplit(marker, 1)
+        (copy / page).write_text(head + marker + snippet + tail, encoding="utf-8")
         return page
 
     pages = {"good": add_page("good", GOOD)}
     for fault, (snippet, _) in FAULTS.items():
         pages[fault] = add_page(f"fault_{fault}", snippet)
+    footer = 'class="bncourse-build" data-version="'
+    assert footer in intro, "the introduction has no build footer"
+    other = intro.replace(footer, footer + OTHER_VERSION + '" data-was="', 1)
+    pages["other_version"] = f"{root.rsplit('/', 1)[0]}/fault_other_version.html"
+    (copy / pages["other_version"]).write_text(other, encoding="utf-8")
     with BookServer(copy) as server:
         yield copy, server, pages
 
 
-def test_a_good_page_passes(faulty_book, browser, launch_config):
+pytestmark = pytest.mark.browser
+
+
+def test_a_good_page_passes(faulty_book, browser, launch_config, build_info):
     copy, server, pages = faulty_book
-    report = check_page(browser, server, copy, pages["good"], REPO_ROOT, launch_config)
+    report = check_page(browser, server, copy, pages["good"], REPO_ROOT, launch_config, build_info)
     assert report.problems == []
     assert report.n_math >= len(_config_macros()) + 1
     assert report.n_images >= 1
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_a_faulty_page_fails(fault, faulty_book, browser, launch_config):
+def test_a_faulty_page_fails(fault, faulty_book, browser, launch_config, build_info):
     copy, server, pages = faulty_book
-    report = check_page(browser, server, copy, pages[fault], REPO_ROOT, launch_config)
+    report = check_page(browser, server, copy, pages[fault], REPO_ROOT, launch_config, build_info)
     expected = FAULTS[fault][1]
     assert any(expected in problem for problem in report.problems), report.problems
+
+
+def test_a_page_built_from_another_version_or_commit_fails(
+    faulty_book, browser, launch_config, build_info
+):
+    copy, server, pages = faulty_book
+    report = check_page(browser, server, copy, pages["other_version"], REPO_ROOT, launch_config,
+                        build_info)
+    assert any(f"footer names bncourse {OTHER_VERSION!r}" in p for p in report.problems), (
+        report.problems
+    )
+    other_commit = dataclasses.replace(build_info, commit="0" * 40)
+    report = check_page(browser, server, copy, pages["good"], REPO_ROOT, launch_config,
+                        other_commit)
+    assert any("footer names commit" in p for p in report.problems), report.problems
 
 
 def test_a_chapter_whose_figure_file_is_deleted_fails(faulty_book, browser, launch_config):

@@ -3,7 +3,10 @@
 Each page must load without JavaScript errors, with all its math typeset by
 MathJax (served locally), every image loaded, every internal link and anchor
 resolving, and, on a chapter, Binder and Colab buttons that open that chapter's
-notebook. Screenshots of the introduction and of the first chapter are saved
+notebook. Every image must have alternative text (a figure's long enough to
+describe it), axe-core must find no serious or critical accessibility
+violation, and the footer must name the package version and commit the book
+was built from. Screenshots of the introduction and of the first chapter are saved
 to ``_build/screenshots/`` for a person to look at.
 """
 
@@ -14,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from accessibility import severe
 from book_pages import check_page, list_pages, screenshot
-from book_server import BookServer
 from book_paths import REPO_ROOT, html_dir_from_env
+from book_server import BookServer
 
 
 def toc_files() -> list[str]:
@@ -50,10 +54,15 @@ def server(html_dir):
         yield served
 
 
-def test_page(page, browser, server, html_dir, launch_config, page_reports):
+@pytest.mark.browser
+def test_page(page, browser, server, html_dir, launch_config, build_info, record_property):
     assert page is not None, f"no pages in {html_dir_from_env()}: build the book first"
-    report = check_page(browser, server, html_dir, page, REPO_ROOT, launch_config)
-    page_reports.append(report)
+    report = check_page(browser, server, html_dir, page, REPO_ROOT, launch_config, build_info)
+    n_severe = len(severe(report.violations))
+    record_property("page_counts", {
+        "pages": 1, "math": report.n_math, "images": report.n_images, "links": report.n_links,
+        "violations": n_severe, "minor": len(report.violations) - n_severe,
+    })
     assert report.problems == [], f"{page}:\n  " + "\n  ".join(report.problems)
 
 
@@ -68,6 +77,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
+@pytest.mark.browser
 def test_screenshots_of_the_introduction_and_the_first_chapter(browser, server, html_dir):
     shots = html_dir.parent / "screenshots"
     files = toc_files()
